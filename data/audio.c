@@ -1,0 +1,240 @@
+#include "data/audio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <pthread.h>
+#include <sndfile.h>
+#include <soxr.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "util/fsutil.h"
+#include "util/log.h"
+
+/* libsndfile reports a failed open through a process-wide error slot (sf_error(NULL)), so opening
+ * is serialised to keep one thread's reason from being read by another. Reading is not. */
+static pthread_mutex_t g_open_lock = PTHREAD_MUTEX_INITIALIZER;
+
+enum { DECODE_CHUNK_FRAMES = 65536 };
+
+const char *rmx_audio_status_name(rmx_audio_status s) {
+    switch (s) {
+    case RMX_AUDIO_OK: return "ok";
+    case RMX_AUDIO_UNREADABLE: return "unreadable";
+    case RMX_AUDIO_EMPTY: return "empty";
+    case RMX_AUDIO_NOT_AUDIO: return "not audio";
+    case RMX_AUDIO_TRUNCATED: return "truncated or corrupt";
+    default: return "unknown";
+    }
+}
+
+static rmx_audio_status fail(rmx_audio_status s, char *err, size_t errlen, const char *fmt,
+                             const char *detail) {
+    rmx_seterr(err, errlen, fmt, detail);
+    return s;
+}
+
+/* The checks libsndfile cannot make for us, with reasons a user understands. */
+static rmx_audio_status check_file(const char *path, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) != 0) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", strerror(errno));
+    if (S_ISDIR(st.st_mode)) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "%s", "is a directory");
+    if (!S_ISREG(st.st_mode)) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "%s", "not a regular file");
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", strerror(errno));
+    close(fd);
+    if (st.st_size == 0) return fail(RMX_AUDIO_EMPTY, err, errlen, "%s", "empty file (0 bytes)");
+    return RMX_AUDIO_OK;
+}
+
+/* libsndfile shortens the data chunk of a truncated WAV/AIFF to what the file holds and only says
+ * so in its log ("data : 220500 (should be 99956)"); a cut-off file must not pass as a short one. */
+static int header_claims_more_audio(SNDFILE *sf, long long *declared, long long *present) {
+    char log[8192];
+    sf_command(sf, SFC_GET_LOG_INFO, log, sizeof log);
+    for (char *line = log; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        while (*line == ' ') line++;
+        int is_data_chunk = strncmp(line, "data", 4) == 0 || strncmp(line, "SSND", 4) == 0;
+        char *colon = strchr(line, ':'), *eol = strchr(line, '\n');
+        if (!is_data_chunk || !colon || (eol && colon > eol)) continue;
+        if (sscanf(colon + 1, " %lld (should be %lld)", declared, present) == 2 && *present < *declared)
+            return 1;
+    }
+    return 0;
+}
+
+static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, char *err,
+                                   size_t errlen) {
+    rmx_audio_status s = check_file(path, err, errlen);
+    if (s != RMX_AUDIO_OK) return s;
+    memset(info, 0, sizeof *info);
+    pthread_mutex_lock(&g_open_lock);
+    SNDFILE *sf = sf_open(path, SFM_READ, info);
+    int code = sf ? SF_ERR_NO_ERROR : sf_error(NULL);
+    pthread_mutex_unlock(&g_open_lock);
+    if (!sf) {
+        if (code == SF_ERR_UNRECOGNISED_FORMAT)
+            return fail(RMX_AUDIO_NOT_AUDIO, err, errlen, "not an audio file libsndfile can read (%s)",
+                        sf_error_number(code));
+        if (code == SF_ERR_SYSTEM) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", sf_error_number(code));
+        return fail(RMX_AUDIO_TRUNCATED, err, errlen, "malformed or truncated header (%s)", sf_error_number(code));
+    }
+    long long declared = 0, present = 0;
+    if (header_claims_more_audio(sf, &declared, &present)) {
+        sf_close(sf);
+        rmx_seterr(err, errlen, "truncated: the header declares %lld bytes of audio, the file holds %lld",
+                   declared, present);
+        return RMX_AUDIO_TRUNCATED;
+    }
+    if (info->channels < 1 || info->samplerate < 1) {
+        sf_close(sf);
+        return fail(RMX_AUDIO_NOT_AUDIO, err, errlen, "%s", "header has no channels or no sample rate");
+    }
+    if (info->frames <= 0) {
+        sf_close(sf);
+        return fail(RMX_AUDIO_EMPTY, err, errlen, "%s", "no audio frames");
+    }
+    *out = sf;
+    return RMX_AUDIO_OK;
+}
+
+rmx_audio_status rmx_audio_probe(const char *path, rmx_audio_info *info, char *err, size_t errlen) {
+    SNDFILE *sf = NULL;
+    SF_INFO si;
+    rmx_audio_status s = open_audio(path, &sf, &si, err, errlen);
+    if (s != RMX_AUDIO_OK) return s;
+    info->sample_rate = si.samplerate;
+    info->channels = si.channels;
+    info->frames = si.frames;
+    sf_close(sf);
+    return RMX_AUDIO_OK;
+}
+
+/* Mean of the channels, frame by frame (the same sum order for every file). */
+static void downmix(const float *interleaved, int64_t frames, int channels, float *mono) {
+    float scale = 1.0f / (float)channels;
+    for (int64_t f = 0; f < frames; f++) {
+        float acc = 0.0f;
+        for (int c = 0; c < channels; c++) acc += interleaved[f * channels + c];
+        mono[f] = acc * scale;
+    }
+}
+
+static rmx_audio_status decode_mono(SNDFILE *sf, const SF_INFO *si, float **out, int64_t *n, char *err,
+                                    size_t errlen) {
+    float *mono = malloc((size_t)si->frames * sizeof *mono);
+    float *chunk = malloc((size_t)DECODE_CHUNK_FRAMES * (size_t)si->channels * sizeof *chunk);
+    if (!mono || !chunk) {
+        free(mono);
+        free(chunk);
+        return fail(RMX_AUDIO_TRUNCATED, err, errlen, "%s", "out of memory decoding");
+    }
+    int64_t got = 0;
+    while (got < si->frames) {
+        sf_count_t want = si->frames - got < DECODE_CHUNK_FRAMES ? si->frames - got : DECODE_CHUNK_FRAMES;
+        sf_count_t r = sf_readf_float(sf, chunk, want);
+        if (r <= 0) break;
+        downmix(chunk, r, si->channels, mono + got);
+        got += r;
+    }
+    free(chunk);
+    if (got < si->frames || sf_error(sf) != SF_ERR_NO_ERROR) {
+        free(mono);
+        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames (%s)", (long long)got,
+                   (long long)si->frames, sf_strerror(sf));
+        return RMX_AUDIO_TRUNCATED;
+    }
+    for (int64_t i = 0; i < got; i++) {
+        if (!isfinite(mono[i])) {
+            free(mono);
+            return fail(RMX_AUDIO_TRUNCATED, err, errlen, "%s", "corrupt: non-finite samples");
+        }
+    }
+    *out = mono;
+    *n = got;
+    return RMX_AUDIO_OK;
+}
+
+rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **out, int64_t *n,
+                                     rmx_audio_info *info, char *err, size_t errlen) {
+    SNDFILE *sf = NULL;
+    SF_INFO si;
+    rmx_audio_status s = open_audio(path, &sf, &si, err, errlen);
+    if (s != RMX_AUDIO_OK) return s;
+    info->sample_rate = si.samplerate;
+    info->channels = si.channels;
+    info->frames = si.frames;
+    float *mono = NULL;
+    int64_t frames = 0;
+    s = decode_mono(sf, &si, &mono, &frames, err, errlen);
+    sf_close(sf);
+    if (s != RMX_AUDIO_OK) return s;
+    int rc = rmx_audio_resample(mono, frames, si.samplerate, target_rate, out, n, err, errlen);
+    free(mono);
+    return rc == 0 ? RMX_AUDIO_OK : RMX_AUDIO_TRUNCATED;
+}
+
+int64_t rmx_audio_resampled_length(int64_t n, int in_rate, int out_rate) {
+    if (in_rate == out_rate) return n;
+    /* libsoxr's one-shot conversion rounds the exact output length to the nearest sample. */
+    return (int64_t)floor((double)n * (double)out_rate / (double)in_rate + 0.5);
+}
+
+int rmx_audio_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
+                       int64_t *n_out, char *err, size_t errlen) {
+    int64_t cap = rmx_audio_resampled_length(n, in_rate, out_rate) + 1;
+    float *buf = malloc((size_t)cap * sizeof *buf);
+    if (!buf) return rmx_seterr(err, errlen, "out of memory resampling %lld samples", (long long)n);
+    if (in_rate == out_rate) {
+        memcpy(buf, in, (size_t)n * sizeof *buf);
+        *out = buf;
+        *n_out = n;
+        return 0;
+    }
+    soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
+    soxr_quality_spec_t quality = soxr_quality_spec(SOXR_HQ, 0);
+    /* One soxr thread: files are already processed in parallel, and one thread keeps the
+     * arithmetic order, hence the output, the same on every run. */
+    soxr_runtime_spec_t runtime = soxr_runtime_spec(1);
+    size_t done = 0;
+    soxr_error_t e = soxr_oneshot((double)in_rate, (double)out_rate, 1, in, (size_t)n, NULL, buf,
+                                  (size_t)cap, &done, &io, &quality, &runtime);
+    if (e) {
+        free(buf);
+        return rmx_seterr(err, errlen, "resampling %d Hz -> %d Hz failed: %s", in_rate, out_rate, e);
+    }
+    *out = buf;
+    *n_out = (int64_t)done;
+    return 0;
+}
+
+int rmx_audio_write_wav(const char *path, const float *x, int64_t n, int sample_rate, char *err,
+                        size_t errlen) {
+    char tmp[4096];
+    rmx_tmp_name(path, tmp, sizeof tmp);
+    SF_INFO si = {.samplerate = sample_rate, .channels = 1, .format = SF_FORMAT_WAV | SF_FORMAT_PCM_16};
+    pthread_mutex_lock(&g_open_lock);
+    SNDFILE *sf = sf_open(tmp, SFM_WRITE, &si);
+    int code = sf ? SF_ERR_NO_ERROR : sf_error(NULL);
+    pthread_mutex_unlock(&g_open_lock);
+    if (!sf) return rmx_seterr(err, errlen, "%s: cannot create: %s", tmp, sf_error_number(code));
+    /* Clip rather than wrap samples outside [-1, 1] when converting to 16 bits. */
+    sf_command(sf, SFC_SET_CLIPPING, NULL, SF_TRUE);
+    sf_count_t w = sf_writef_float(sf, x, n);
+    int close_rc = sf_close(sf);
+    if (w != n || close_rc != 0) {
+        unlink(tmp);
+        return rmx_seterr(err, errlen, "%s: write failed (%lld of %lld frames)", path, (long long)w,
+                          (long long)n);
+    }
+    if (rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return rmx_seterr(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(e));
+    }
+    return 0;
+}

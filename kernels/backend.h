@@ -1,0 +1,144 @@
+/* The compute backend: one interface, several implementations.
+ *
+ *   ref  (kernels/ref/)  plain loops, the reference every fast path is tested against
+ *   cpu  (kernels/cpu/)  OpenBLAS sgemm + OpenMP
+ *   cuda (kernels/cuda/) CUDA kernels + cuBLAS (built when nvcc is present)
+ *
+ * All float* / int32_t* arguments are backend memory (host memory for ref and cpu, device memory
+ * for cuda) obtained from `alloc`, except where a comment says "host". Tensors are dense NCHW,
+ * row-major. Conventions shared by every op:
+ *   - forward outputs are written (overwritten);
+ *   - input gradients (dx) are written, and a NULL dx skips that work;
+ *   - weight gradients (dw, db, dgamma, ...) are ACCUMULATED (+=), so micro-batches accumulate
+ *     without extra passes, and a NULL pointer skips them (a frozen module);
+ *   - loss ops add their (already scaled) value to a scalar in backend memory, so a step needs
+ *     no host round trip until the logged scalars are read once at its end;
+ *   - every reduction runs in a fixed order (no atomics), so a run is repeatable bit for bit.
+ * The backend knows nothing of YAML, HDF5 or MPI. */
+#ifndef RMX_BACKEND_H
+#define RMX_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rmx_backend rmx_backend;
+
+/* A 2-D convolution with square kernel, symmetric zero padding and equal strides. */
+typedef struct {
+    int n, cin, h, w;  /* input  [n, cin, h, w] */
+    int cout, k;       /* weight [cout, cin, k, k], bias [cout] */
+    int stride, pad;
+    int hout, wout;    /* output [n, cout, hout, wout] */
+} rmx_conv_shape;
+
+static inline rmx_conv_shape rmx_conv_shape_make(int n, int cin, int h, int w, int cout, int k,
+                                                 int stride, int pad) {
+    rmx_conv_shape s = {n, cin, h, w, cout, k, stride, pad,
+                        (h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1};
+    return s;
+}
+
+/* Hyper-parameters of one AdamW step (bias-corrected; decoupled weight decay). */
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay;
+    int64_t t; /* 1-based step count after this update */
+} rmx_adamw_hparams;
+
+struct rmx_backend {
+    const char *name;
+    void *impl;
+
+    /* ---- memory ---- */
+    void *(*alloc)(rmx_backend *be, size_t bytes); /* zero-filled; never returns NULL (aborts) */
+    void (*free)(rmx_backend *be, void *p);
+    void (*to_backend)(rmx_backend *be, void *dst, const void *host_src, size_t bytes);
+    void (*to_host)(rmx_backend *be, void *host_dst, const void *src, size_t bytes);
+    void (*copy)(rmx_backend *be, void *dst, const void *src, size_t bytes);
+    void (*fill)(rmx_backend *be, float *x, float value, size_t n);
+    void (*sync)(rmx_backend *be); /* wait for queued work (no-op on CPU) */
+    void (*destroy)(rmx_backend *be);
+
+    /* ---- convolution ---- */
+    /* Scratch floats conv2d_fwd/bwd need for shape s (e.g. an im2col buffer); the caller owns it. */
+    size_t (*conv2d_workspace)(rmx_backend *be, const rmx_conv_shape *s);
+    void (*conv2d_fwd)(rmx_backend *be, const rmx_conv_shape *s, const float *x, const float *w,
+                       const float *b, float *y, float *ws);
+    void (*conv2d_bwd)(rmx_backend *be, const rmx_conv_shape *s, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw, float *db, float *ws);
+
+    /* ---- normalisation and activations ---- */
+    /* GroupNorm over [n, c, hw] with `groups` groups; saves mean and rstd [n * groups] for bwd. */
+    void (*groupnorm_fwd)(rmx_backend *be, int n, int c, int hw, int groups, float eps,
+                          const float *x, const float *gamma, const float *beta, float *y,
+                          float *mean, float *rstd);
+    void (*groupnorm_bwd)(rmx_backend *be, int n, int c, int hw, int groups, const float *x,
+                          const float *gamma, const float *mean, const float *rstd,
+                          const float *dy, float *dx, float *dgamma, float *dbeta);
+    void (*silu_fwd)(rmx_backend *be, size_t n, const float *x, float *y);
+    void (*silu_bwd)(rmx_backend *be, size_t n, const float *x, const float *dy, float *dx);
+    /* Nearest-neighbour x2: x [n, c, h, w] -> y [n, c, 2h, 2w]; bwd sums each 2x2 block. */
+    void (*upsample2x_fwd)(rmx_backend *be, int n, int c, int h, int w, const float *x, float *y);
+    void (*upsample2x_bwd)(rmx_backend *be, int n, int c, int h, int w, const float *dy, float *dx);
+
+    /* ---- element-wise ---- */
+    void (*add)(rmx_backend *be, size_t n, const float *a, const float *b, float *y); /* y = a + b */
+    void (*axpy)(rmx_backend *be, size_t n, float alpha, const float *x, float *y);  /* y += a x */
+    void (*scale)(rmx_backend *be, size_t n, float alpha, float *x);                  /* x *= a */
+
+    /* ---- randomness (counter-based, util/rng.h) ---- */
+    /* out[i * per_sample + j] = standard normal number j of the stream
+     * (seed, purpose, step, sample_index[i]); sample_index is a HOST array of n_samples global
+     * sample indices, so the noise of a sample does not depend on ranks or micro-batching. */
+    void (*randn)(rmx_backend *be, float *out, int n_samples, size_t per_sample, uint64_t seed,
+                  uint32_t purpose, uint64_t step, const int64_t *sample_index);
+
+    /* ---- KL bottleneck ---- */
+    /* moments [n, 2c, hw]: channels [0, c) the mean, [c, 2c) the log-variance (clamped to
+     * [-30, 20] as in latent diffusion); z = mean + exp(logvar / 2) * eps, eps [n, c, hw]. */
+    void (*gaussian_sample_fwd)(rmx_backend *be, int n, int c, int hw, const float *moments,
+                                const float *eps, float *z);
+    /* dmoments is WRITTEN from dz (the KL gradient is added afterwards by kl_loss). */
+    void (*gaussian_sample_bwd)(rmx_backend *be, int n, int c, int hw, const float *moments,
+                                const float *eps, const float *dz, float *dmoments);
+
+    /* ---- losses: *loss += scale * value; gradients are d(scale * value) ---- */
+    /* value = sum over all n*d elements of (xhat - x)^2; dxhat WRITTEN (NULL: skip). With
+     * scale = 1 / global_batch this is the brief's L_rec summed over this micro-batch. */
+    void (*mse_loss)(rmx_backend *be, size_t count, const float *xhat, const float *x, float scale,
+                     float *loss, float *dxhat);
+    /* value = -1/2 sum (1 + logvar - mean^2 - exp(logvar)) over moments [n, 2c, hw];
+     * dmoments ACCUMULATED (+=) (NULL: skip). */
+    void (*kl_loss)(rmx_backend *be, int n, int c, int hw, const float *moments, float scale,
+                    float *loss, float *dmoments);
+
+    /* ---- vector quantisation (bottleneck vq) ---- */
+    /* z_e [n, d, hw], codebook [k, d]: idx[n * hw] = nearest code (ties: lowest index),
+     * z_q [n, d, hw] = its code vector. */
+    void (*vq_quantize)(rmx_backend *be, int n, int d, int hw, const float *z_e,
+                        const float *codebook, int k, int32_t *idx, float *z_q);
+    /* counts[k] += assignments, sums[k * d] += assigned z_e vectors (EMA statistics, summed over
+     * ranks by the caller before vq_ema_update). */
+    void (*vq_stats)(rmx_backend *be, int n, int d, int hw, const float *z_e, const int32_t *idx,
+                     int k, float *counts, float *sums);
+    /* ema_count = decay ema_count + (1 - decay) counts; ema_sum likewise; Laplace-smoothed
+     * counts (ema_count + eps) / (total + k eps) * total; codebook = ema_sum / smoothed count. */
+    void (*vq_ema_update)(rmx_backend *be, int k, int d, float decay, float eps,
+                          const float *counts, const float *sums, float *ema_count,
+                          float *ema_sum, float *codebook);
+
+    /* ---- optimiser and gradient norm over the flat buffers ---- */
+    /* AdamW over n elements; weight decay applies to elements [0, n_decay) only (the parameter
+     * registry puts matrices and conv kernels first, biases and norm gains after). */
+    void (*adamw)(rmx_backend *be, size_t n, size_t n_decay, float *param, const float *grad,
+                  float *m, float *v, const rmx_adamw_hparams *hp);
+    /* *out = sum of x[i]^2 (written, not accumulated), in a fixed order. */
+    void (*sumsq)(rmx_backend *be, size_t n, const float *x, float *out);
+};
+
+/* Constructors. threads <= 0 leaves the OpenMP default. */
+rmx_backend *rmx_backend_ref_create(void);
+rmx_backend *rmx_backend_cpu_create(int threads);
+/* Returns NULL (and a message in err) when built without CUDA or when no GPU is visible. */
+rmx_backend *rmx_backend_cuda_create(int device_ordinal, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,360 @@
+/* Everything but the convolutions, on the CPU: OpenMP over samples, groups or elements, with the
+ * per-element arithmetic of kernels/elementwise.h.
+ *
+ * Reductions (losses, sumsq, statistics summed over the batch) never depend on the thread count:
+ * a sum is cut into blocks whose size depends on the length alone, each block is summed in double
+ * in index order, and the block sums are added in block order. */
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels/cpu/cpu.h"
+#include "kernels/elementwise.h"
+#include "util/rng.h"
+
+/* Below this many elements a parallel region costs more than it saves. */
+#define PAR_MIN 16384
+
+/* ---- fixed-order reductions ---- */
+
+#define RED_BLOCK 8192
+#define RED_MAX_BLOCKS 1024
+
+/* Sum of block(ctx, begin, end) over [0, n) in blocks of a size fixed by n. */
+typedef double (*block_sum_fn)(void *ctx, size_t begin, size_t end);
+
+static double fixed_order_sum(int nt, size_t n, block_sum_fn fn, void *ctx) {
+    size_t bs = (n + RED_MAX_BLOCKS - 1) / RED_MAX_BLOCKS;
+    if (bs < RED_BLOCK) bs = RED_BLOCK;
+    long nblk = (long)((n + bs - 1) / bs);
+    double part[RED_MAX_BLOCKS];
+#pragma omp parallel for num_threads(nt) schedule(static) if (nblk > 1)
+    for (long i = 0; i < nblk; i++) {
+        size_t b = (size_t)i * bs, e = b + bs < n ? b + bs : n;
+        part[i] = fn(ctx, b, e);
+    }
+    double total = 0.0;
+    for (long i = 0; i < nblk; i++) total += part[i];
+    return total;
+}
+
+/* ---- GroupNorm ---- */
+
+/* Sum of (x - mu)^2 in double; the second pass of the two-pass variance. */
+static double sumsq_dev_f64(const float *x, size_t n, double mu) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += ((double)x[i + l] - mu) * ((double)x[i + l] - mu);
+    for (; i < n; i++) acc[i & 7] += ((double)x[i] - mu) * ((double)x[i] - mu);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+/* Sum of a[i] * b[i] in double. */
+static double dot_f64(const float *a, const float *b, size_t n) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i & 7] += (double)a[i] * b[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static void cpu_groupnorm_fwd(rmx_backend *be, int n, int c, int hw, int groups, float eps,
+                              const float *x, const float *gamma, const float *beta, float *y,
+                              float *mean, float *rstd) {
+    int cg = c / groups;
+    size_t len = (size_t)cg * hw;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static)
+    for (int i = 0; i < n * groups; i++) {
+        int b = i / groups, g = i % groups;
+        size_t off = ((size_t)b * c + (size_t)g * cg) * hw;
+        double mu = rmx_sum_f64(x + off, len) / (double)len;
+        double rs = 1.0 / sqrt(sumsq_dev_f64(x + off, len, mu) / (double)len + (double)eps);
+        if (mean) mean[i] = (float)mu;
+        if (rstd) rstd[i] = (float)rs;
+        for (int j = 0; j < cg; j++) {
+            int ch = g * cg + j;
+            /* y = x a + o with a = rstd gamma, o = beta - mean a: one multiply-add per element */
+            double a = rs * (gamma ? gamma[ch] : 1.0);
+            float af = (float)a, of = (float)((beta ? beta[ch] : 0.0) - mu * a);
+            const float *xs = x + off + (size_t)j * hw;
+            float *ys = y + off + (size_t)j * hw;
+            for (int p = 0; p < hw; p++) ys[p] = xs[p] * af + of;
+        }
+    }
+}
+
+/* Per (sample, channel): sdy = sum dy, sdyx = sum dy xhat, the ingredients of every gradient. With
+ * g = dy gamma over a group of m elements: dx = rstd (g - mean(g) - xhat mean(g xhat)). dgamma and
+ * dbeta are summed over samples afterwards, in sample order. */
+static void cpu_groupnorm_bwd(rmx_backend *be, int n, int c, int hw, int groups, const float *x,
+                              const float *gamma, const float *mean, const float *rstd,
+                              const float *dy, float *dx, float *dgamma, float *dbeta) {
+    int nt = rmx_cpu_threads(be), cg = c / groups;
+    double m = (double)cg * hw;
+    double *sdy = malloc(sizeof(double) * 2 * (size_t)n * c), *sdyx = sdy + (size_t)n * c;
+    if (!sdy) abort();
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int i = 0; i < n * groups; i++) {
+        int b = i / groups, g = i % groups;
+        double mu = mean[i], rs = rstd[i], sg = 0.0, sgx = 0.0;
+        for (int j = 0; j < cg; j++) {
+            int ch = g * cg + j;
+            size_t off = ((size_t)b * c + ch) * hw;
+            double s1 = rmx_sum_f64(dy + off, hw), sx = dot_f64(dy + off, x + off, hw);
+            double s2 = rs * (sx - mu * s1); /* sum dy xhat */
+            double ga = gamma ? gamma[ch] : 1.0;
+            sdy[(size_t)b * c + ch] = s1;
+            sdyx[(size_t)b * c + ch] = s2;
+            sg += ga * s1;
+            sgx += ga * s2;
+        }
+        if (!dx) continue;
+        double mg = sg / m, mgx = sgx / m;
+        /* dx = dy (rstd gamma) + x (-rstd^2 mgx) + (rstd^2 mgx mean - rstd mg) */
+        float cx = (float)(-rs * rs * mgx), c0 = (float)(rs * rs * mgx * mu - rs * mg);
+        for (int j = 0; j < cg; j++) {
+            int ch = g * cg + j;
+            size_t off = ((size_t)b * c + ch) * hw;
+            float cd = (float)(rs * (gamma ? gamma[ch] : 1.0));
+            for (int p = 0; p < hw; p++) dx[off + p] = dy[off + p] * cd + x[off + p] * cx + c0;
+        }
+    }
+    for (int ch = 0; ch < c; ch++) {
+        double s1 = 0.0, s2 = 0.0;
+        for (int b = 0; b < n; b++) {
+            s1 += sdy[(size_t)b * c + ch];
+            s2 += sdyx[(size_t)b * c + ch];
+        }
+        if (dgamma) dgamma[ch] += (float)s2;
+        if (dbeta) dbeta[ch] += (float)s1;
+    }
+    free(sdy);
+}
+
+/* ---- activations and resampling ---- */
+
+static void cpu_silu_fwd(rmx_backend *be, size_t n, const float *x, float *y) {
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] = rmx_silu(x[i]);
+}
+
+static void cpu_silu_bwd(rmx_backend *be, size_t n, const float *x, const float *dy, float *dx) {
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * rmx_silu_grad(x[i]);
+}
+
+static void cpu_upsample2x_fwd(rmx_backend *be, int n, int c, int h, int w, const float *x, float *y) {
+    size_t w2 = 2 * (size_t)w;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static)
+    for (long plane = 0; plane < (long)n * c; plane++)
+        for (int iy = 0; iy < h; iy++) {
+            const float *src = x + ((size_t)plane * h + iy) * w;
+            float *dst = y + ((size_t)plane * 2 * h + 2 * iy) * w2;
+            for (int ix = 0; ix < w; ix++) dst[2 * ix] = dst[2 * ix + 1] = src[ix];
+            memcpy(dst + w2, dst, sizeof(float) * w2);
+        }
+}
+
+static void cpu_upsample2x_bwd(rmx_backend *be, int n, int c, int h, int w, const float *dy, float *dx) {
+    size_t w2 = 2 * (size_t)w;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static)
+    for (long plane = 0; plane < (long)n * c; plane++)
+        for (int iy = 0; iy < h; iy++) {
+            const float *d = dy + ((size_t)plane * 2 * h + 2 * iy) * w2;
+            float *dst = dx + ((size_t)plane * h + iy) * w;
+            for (int ix = 0; ix < w; ix++)
+                dst[ix] = (d[2 * ix] + d[2 * ix + 1]) + (d[w2 + 2 * ix] + d[w2 + 2 * ix + 1]);
+        }
+}
+
+/* ---- element-wise ---- */
+
+static void cpu_add(rmx_backend *be, size_t n, const float *a, const float *b, float *y) {
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
+
+static void cpu_axpy(rmx_backend *be, size_t n, float alpha, const float *x, float *y) {
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) y[i] += alpha * x[i];
+}
+
+static void cpu_scale(rmx_backend *be, size_t n, float alpha, float *x) {
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++) x[i] *= alpha;
+}
+
+/* ---- randomness ---- */
+
+static void cpu_randn(rmx_backend *be, float *out, int n_samples, size_t per_sample, uint64_t seed,
+                      uint32_t purpose, uint64_t step, const int64_t *sample_index) {
+    size_t total = (size_t)n_samples * per_sample;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (total > PAR_MIN)
+    for (size_t e = 0; e < total; e++) {
+        size_t i = e / per_sample, j = e % per_sample;
+        out[e] = rmx_normal(seed, purpose, step, (uint64_t)sample_index[i], (uint32_t)j);
+    }
+}
+
+/* ---- KL bottleneck ---- */
+
+static void cpu_gaussian_sample_fwd(rmx_backend *be, int n, int c, int hw, const float *moments,
+                                    const float *eps, float *z) {
+    size_t chw = (size_t)c * hw, total = (size_t)n * chw;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (total > PAR_MIN)
+    for (size_t e = 0; e < total; e++) {
+        size_t b = e / chw, i = e % chw;
+        const float *mean = moments + b * 2 * chw;
+        z[e] = rmx_gaussian_sample(mean[i], mean[chw + i], eps[e]);
+    }
+}
+
+static void cpu_gaussian_sample_bwd(rmx_backend *be, int n, int c, int hw, const float *moments,
+                                    const float *eps, const float *dz, float *dmoments) {
+    size_t chw = (size_t)c * hw, total = (size_t)n * chw;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (total > PAR_MIN)
+    for (size_t e = 0; e < total; e++) {
+        size_t b = e / chw, i = e % chw;
+        float *dmean = dmoments + b * 2 * chw;
+        dmean[i] = dz[e];
+        dmean[chw + i] = dz[e] * rmx_gaussian_sample_dlogvar(moments[b * 2 * chw + chw + i], eps[e]);
+    }
+}
+
+/* ---- losses ---- */
+
+typedef struct {
+    const float *xhat, *x;
+    float scale;
+    float *dxhat;
+} mse_ctx;
+
+static double mse_block(void *vctx, size_t begin, size_t end) {
+    const mse_ctx *c = vctx;
+    double acc[8] = {0};
+    for (size_t i = begin; i < end; i++) acc[(i - begin) & 7] += rmx_mse_term(c->xhat[i], c->x[i]);
+    if (c->dxhat)
+        for (size_t i = begin; i < end; i++) c->dxhat[i] = rmx_mse_grad(c->xhat[i], c->x[i], c->scale);
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static void cpu_mse_loss(rmx_backend *be, size_t count, const float *xhat, const float *x, float scale,
+                         float *loss, float *dxhat) {
+    mse_ctx c = {xhat, x, scale, dxhat};
+    double sum = fixed_order_sum(rmx_cpu_threads(be), count, mse_block, &c);
+    *loss = (float)((double)*loss + (double)scale * sum);
+}
+
+typedef struct {
+    const float *moments;
+    size_t chw;
+    float scale;
+    float *dmoments;
+} kl_ctx;
+
+/* Elements [begin, end) of the latent [n, c, hw] (mean half), crossing samples as needed. */
+static double kl_block(void *vctx, size_t begin, size_t end) {
+    const kl_ctx *c = vctx;
+    double sum = 0.0;
+    for (size_t e = begin; e < end; e++) {
+        size_t b = e / c->chw, i = e % c->chw;
+        const float *mean = c->moments + b * 2 * c->chw;
+        sum += rmx_kl_term(mean[i], mean[c->chw + i]);
+        if (c->dmoments) {
+            float *dmean = c->dmoments + b * 2 * c->chw;
+            dmean[i] += c->scale * rmx_kl_dmean(mean[i]);
+            dmean[c->chw + i] += c->scale * rmx_kl_dlogvar(mean[c->chw + i]);
+        }
+    }
+    return sum;
+}
+
+static void cpu_kl_loss(rmx_backend *be, int n, int c, int hw, const float *moments, float scale,
+                        float *loss, float *dmoments) {
+    kl_ctx k = {moments, (size_t)c * hw, scale, dmoments};
+    double sum = fixed_order_sum(rmx_cpu_threads(be), (size_t)n * c * hw, kl_block, &k);
+    *loss = (float)((double)*loss + (double)scale * sum);
+}
+
+/* ---- vector quantisation ---- */
+
+static void cpu_vq_quantize(rmx_backend *be, int n, int d, int hw, const float *z_e,
+                            const float *codebook, int k, int32_t *idx, float *z_q) {
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static)
+    for (long q = 0; q < (long)n * hw; q++) {
+        size_t b = (size_t)q / hw, p = (size_t)q % hw;
+        const float *z = z_e + b * d * hw + p;
+        int best = 0;
+        float best_d = rmx_vq_dist(z, hw, codebook, d);
+        for (int j = 1; j < k; j++) {
+            float dj = rmx_vq_dist(z, hw, codebook + (size_t)j * d, d);
+            if (dj < best_d) { /* strict: ties keep the lowest index */
+                best_d = dj;
+                best = j;
+            }
+        }
+        idx[q] = best;
+        for (int j = 0; j < d; j++) z_q[(b * d + j) * hw + p] = codebook[(size_t)best * d + j];
+    }
+}
+
+/* One thread per latent channel, each visiting positions in (sample, position) order: the same
+ * float additions, in the same order, as the reference. */
+static void cpu_vq_stats(rmx_backend *be, int n, int d, int hw, const float *z_e, const int32_t *idx,
+                         int k, float *counts, float *sums) {
+    (void)k;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static)
+    for (int j = -1; j < d; j++)
+        for (int b = 0; b < n; b++)
+            for (int p = 0; p < hw; p++) {
+                int code = idx[(size_t)b * hw + p];
+                if (j < 0)
+                    counts[code] += 1.0f;
+                else
+                    sums[(size_t)code * d + j] += z_e[((size_t)b * d + j) * hw + p];
+            }
+}
+
+/* ---- optimiser and norm ---- */
+
+static void cpu_adamw(rmx_backend *be, size_t n, size_t n_decay, float *param, const float *grad,
+                      float *m, float *v, const rmx_adamw_hparams *hp) {
+    rmx_adamw_consts c = rmx_adamw_consts_make(hp->lr, hp->beta1, hp->beta2, hp->eps,
+                                               hp->weight_decay, hp->t);
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        rmx_adamw_elem(&param[i], grad[i], &m[i], &v[i], &c, i < n_decay ? c.decay : 1.0f);
+}
+
+static double sumsq_block(void *vctx, size_t begin, size_t end) {
+    const float *x = vctx;
+    return dot_f64(x + begin, x + begin, end - begin);
+}
+
+static void cpu_sumsq(rmx_backend *be, size_t n, const float *x, float *out) {
+    *out = (float)fixed_order_sum(rmx_cpu_threads(be), n, sumsq_block, (void *)x);
+}
+
+/* vq_ema_update stays the reference's: k codes of d floats are too few to be worth threads. */
+void rmx_cpu_install_ops(rmx_backend *be) {
+    be->groupnorm_fwd = cpu_groupnorm_fwd;
+    be->groupnorm_bwd = cpu_groupnorm_bwd;
+    be->silu_fwd = cpu_silu_fwd;
+    be->silu_bwd = cpu_silu_bwd;
+    be->upsample2x_fwd = cpu_upsample2x_fwd;
+    be->upsample2x_bwd = cpu_upsample2x_bwd;
+    be->add = cpu_add;
+    be->axpy = cpu_axpy;
+    be->scale = cpu_scale;
+    be->randn = cpu_randn;
+    be->gaussian_sample_fwd = cpu_gaussian_sample_fwd;
+    be->gaussian_sample_bwd = cpu_gaussian_sample_bwd;
+    be->mse_loss = cpu_mse_loss;
+    be->kl_loss = cpu_kl_loss;
+    be->vq_quantize = cpu_vq_quantize;
+    be->vq_stats = cpu_vq_stats;
+    be->adamw = cpu_adamw;
+    be->sumsq = cpu_sumsq;
+}

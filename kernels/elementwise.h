@@ -1,0 +1,146 @@
+/* Per-element arithmetic shared by every backend.
+ *
+ * The ref and cpu backends and the CUDA kernels all call these functions, so the arithmetic the
+ * GPU runs is the arithmetic the CPU tests check. Everything here is a pure function of its
+ * arguments (no memory access beyond what it is given), float in and float out. */
+#ifndef RMX_ELEMENTWISE_H
+#define RMX_ELEMENTWISE_H
+
+#include <math.h>
+#include <stdint.h>
+
+#ifndef RMX_HD
+#ifdef __CUDACC__
+#define RMX_HD __host__ __device__
+#else
+#define RMX_HD
+#endif
+#endif
+
+/* ---- SiLU: x * sigmoid(x) ---- */
+
+static inline RMX_HD float rmx_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+static inline RMX_HD float rmx_silu(float x) { return x * rmx_sigmoid(x); }
+
+/* d silu / dx = s + x s (1 - s) with s = sigmoid(x). */
+static inline RMX_HD float rmx_silu_grad(float x) {
+    float s = rmx_sigmoid(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+/* ---- diagonal Gaussian bottleneck ---- */
+
+/* Latent diffusion clamps the log-variance so exp() stays finite early in training. The clamp is
+ * part of the function: its gradient is zero outside [lo, hi] (inclusive inside, as torch.clamp). */
+#define RMX_LOGVAR_MIN (-30.0f)
+#define RMX_LOGVAR_MAX 20.0f
+
+static inline RMX_HD float rmx_logvar_clamp(float lv) {
+    return lv < RMX_LOGVAR_MIN ? RMX_LOGVAR_MIN : (lv > RMX_LOGVAR_MAX ? RMX_LOGVAR_MAX : lv);
+}
+
+static inline RMX_HD float rmx_logvar_clamp_grad(float lv) {
+    return (lv >= RMX_LOGVAR_MIN && lv <= RMX_LOGVAR_MAX) ? 1.0f : 0.0f;
+}
+
+/* z = mean + exp(logvar / 2) * eps */
+static inline RMX_HD float rmx_gaussian_sample(float mean, float logvar, float eps) {
+    return mean + expf(0.5f * rmx_logvar_clamp(logvar)) * eps;
+}
+
+/* d z / d logvar (raw, before the clamp); d z / d mean is 1. */
+static inline RMX_HD float rmx_gaussian_sample_dlogvar(float logvar, float eps) {
+    return 0.5f * expf(0.5f * rmx_logvar_clamp(logvar)) * eps * rmx_logvar_clamp_grad(logvar);
+}
+
+/* One latent element's KL to N(0, 1): -1/2 (1 + lv - mean^2 - exp(lv)), lv clamped as above so the
+ * loss sees the same variance the sample used. */
+static inline RMX_HD float rmx_kl_term(float mean, float logvar) {
+    float lv = rmx_logvar_clamp(logvar);
+    return -0.5f * (1.0f + lv - mean * mean - expf(lv));
+}
+
+static inline RMX_HD float rmx_kl_dmean(float mean) { return mean; }
+
+static inline RMX_HD float rmx_kl_dlogvar(float logvar) {
+    return 0.5f * (expf(rmx_logvar_clamp(logvar)) - 1.0f) * rmx_logvar_clamp_grad(logvar);
+}
+
+/* ---- reconstruction loss ---- */
+
+static inline RMX_HD float rmx_mse_term(float xhat, float x) {
+    float d = xhat - x;
+    return d * d;
+}
+
+/* d (scale * (xhat - x)^2) / d xhat */
+static inline RMX_HD float rmx_mse_grad(float xhat, float x, float scale) {
+    return 2.0f * scale * (xhat - x);
+}
+
+/* ---- vector quantisation ---- */
+
+/* Squared distance between z (d values, `zstride` floats apart: a channel column of NCHW) and a
+ * codebook row e. Float, summed in channel order, so every backend picks the same nearest code. */
+static inline RMX_HD float rmx_vq_dist(const float *z, long zstride, const float *e, int d) {
+    float acc = 0.0f;
+    for (int j = 0; j < d; j++) {
+        float t = z[(long)j * zstride] - e[j];
+        acc += t * t;
+    }
+    return acc;
+}
+
+/* ---- AdamW, one element ---- */
+
+/* Per-step constants, computed once on the host in double so every element (and every backend)
+ * uses the same rounded values: step_size = lr / (1 - beta1^t), inv_sqrt_bc2 = 1 / sqrt(1 - beta2^t),
+ * decay = 1 - lr * weight_decay. */
+typedef struct {
+    float beta1, beta2, eps, step_size, inv_sqrt_bc2, decay;
+} rmx_adamw_consts;
+
+static inline rmx_adamw_consts rmx_adamw_consts_make(float lr, float beta1, float beta2, float eps,
+                                                     float weight_decay, int64_t t) {
+    rmx_adamw_consts c;
+    c.beta1 = beta1;
+    c.beta2 = beta2;
+    c.eps = eps;
+    c.step_size = (float)((double)lr / (1.0 - pow((double)beta1, (double)t)));
+    c.inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow((double)beta2, (double)t)));
+    c.decay = (float)(1.0 - (double)lr * (double)weight_decay);
+    return c;
+}
+
+/* PyTorch's AdamW order: decoupled decay first, then the bias-corrected Adam step
+ * p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps). `decay` is 1 for elements without decay. */
+static inline RMX_HD void rmx_adamw_elem(float *p, float g, float *m, float *v,
+                                         const rmx_adamw_consts *c, float decay) {
+    float mi = c->beta1 * *m + (1.0f - c->beta1) * g;
+    float vi = c->beta2 * *v + (1.0f - c->beta2) * g * g;
+    *m = mi;
+    *v = vi;
+    float denom = sqrtf(vi) * c->inv_sqrt_bc2 + c->eps;
+    *p = *p * decay - c->step_size * mi / denom;
+}
+
+/* ---- vector-quantiser EMA codebook ---- */
+
+/* new = decay * old + (1 - decay) * batch, for ema_count and ema_sum alike. */
+static inline RMX_HD float rmx_ema(float old, float batch, float decay) {
+    return decay * old + (1.0f - decay) * batch;
+}
+
+/* Laplace smoothing keeps a code that got no assignments from dividing by zero while preserving
+ * the total count: (n_k + eps) / (total + k eps) * total. */
+static inline RMX_HD float rmx_laplace_count(float ema_count, float total, int k, float eps) {
+    return (ema_count + eps) / (total + (float)k * eps) * total;
+}
+
+/* One codebook entry: the EMA mean of the vectors assigned to the code. */
+static inline RMX_HD float rmx_codebook_entry(float ema_sum, float smoothed_count) {
+    return ema_sum / smoothed_count;
+}
+
+#endif

@@ -1,0 +1,12 @@
+/* Spectrogram images: rows of [M x T] panels side by side, low frequencies at the bottom, written as
+ * PNG (libpng) under a temporary name and renamed into place. */
+#ifndef RMX_PNG_H
+#define RMX_PNG_H
+#include <stddef.h>
+
+/* panels[r * cols + c] is an [m x t] row-major spectrogram; rows x cols panels, each scaled to the
+ * shared range [lo, hi] (pass lo >= hi to use the min and max over all panels). */
+int rmx_png_spectrograms(const char *path, const float *const *panels, int rows, int cols, int m,
+                         int t, float lo, float hi, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,129 @@
+/* remixer-train start-up: config -> data -> schedule -> backend -> model, and the --dry-run plan.
+ * Every rank runs the same checks on the same inputs, so all agree on failing; only rank 0 speaks. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "data/schedule.h"
+#include "train/trainer.h"
+#include "util/exitcodes.h"
+#include "util/log.h"
+
+static int fail(const rmx_trainer *t, int code, const char *msg) {
+    if (t->comm.rank == 0) rmx_error("%s", msg);
+    return code;
+}
+
+/* device: auto takes CUDA when this build has it and a GPU is visible, else the CPU. */
+static int choose_backend(rmx_trainer *t, char *err, size_t errlen) {
+    const char *device = t->cfg.device;
+    if (strcmp(device, "cpu") != 0) {
+        int ordinal = t->comm.local_rank; /* each rank takes the GPU of its local rank */
+        t->be = rmx_backend_cuda_create(ordinal, err, errlen);
+        if (t->be) return 0;
+        if (strcmp(device, "cuda") == 0) {
+            char why[2048];
+            snprintf(why, sizeof why, "%s", err);
+            return rmx_seterr(err, errlen, "%s: device: cuda was asked for, but %s", t->cfg.path, why);
+        }
+    }
+    t->be = rmx_backend_cpu_create(t->cfg.train.threads);
+    return 0;
+}
+
+static int open_data(rmx_trainer *t, char *err, size_t errlen) {
+    if (!t->cfg.data.train[0])
+        return rmx_seterr(err, errlen, "%s: data.train: a training dataset is required (a shard folder or glob)",
+                          t->cfg.path);
+    t->train = rmx_dataset_open(t->cfg.data.train, err, errlen);
+    if (!t->train) return -1;
+    if (!t->cfg.data.val[0]) return 0;
+    t->val = rmx_dataset_open(t->cfg.data.val, err, errlen);
+    if (!t->val) return -1;
+    return rmx_dataset_check_compatible(t->train, t->val, err, errlen);
+}
+
+static void model_hparams_from_config(rmx_trainer *t) {
+    const rmx_config *c = &t->cfg;
+    const rmx_mel_params *mp = rmx_dataset_params(t->train);
+    rmx_ae_hparams *hp = &t->hp;
+    rmx_ae_hparams_default(hp);
+    hp->channels = c->model.channels;
+    hp->n_levels = c->model.n_levels;
+    for (int i = 0; i < c->model.n_levels; i++) hp->channel_mult[i] = c->model.channel_mult[i];
+    hp->res_blocks = c->model.res_blocks;
+    hp->latent_channels = c->model.latent_channels;
+    hp->bottleneck = strcmp(c->model.bottleneck, "vq") == 0 ? RMX_AE_VQ : RMX_AE_KL;
+    hp->kl_weight = c->model.kl_weight;
+    hp->codebook_size = c->model.codebook_size;
+    hp->commitment = c->model.commitment;
+    hp->ema_decay = c->model.ema_decay;
+    hp->mels = mp->n_mels;
+    hp->frames = mp->segment_frames;
+    hp->micro_batch = c->train.micro_batch;
+}
+
+static int check_stage(const rmx_trainer *t, char *err, size_t errlen) {
+    if (strcmp(t->cfg.stage, "vae") == 0) return 0;
+    return rmx_seterr(err, errlen,
+                      "%s: stage: '%s' is not trained by this version of remixer-train; only 'vae' is",
+                      t->cfg.path, t->cfg.stage);
+}
+
+static int check_schedule(rmx_trainer *t, char *err, size_t errlen) {
+    rmx_schedule_config sc = {t->cfg.train.global_batch, t->cfg.train.micro_batch, t->comm.world,
+                              t->comm.rank, t->cfg.train.seed};
+    return rmx_schedule_check(&sc, &t->accum_steps, err, errlen);
+}
+
+int rmx_trainer_setup(rmx_trainer *t, const char *config_path, const char *const *overrides,
+                      int n_overrides) {
+    char err[2048];
+    if (rmx_config_load(&t->cfg, config_path, overrides, n_overrides, err, sizeof err) != 0)
+        return fail(t, RMX_EXIT_USAGE, err);
+    if (check_stage(t, err, sizeof err) != 0 || check_schedule(t, err, sizeof err) != 0)
+        return fail(t, RMX_EXIT_USAGE, err);
+    if (open_data(t, err, sizeof err) != 0) return fail(t, RMX_EXIT_DATA, err);
+    model_hparams_from_config(t);
+    if (rmx_ae_validate(&t->hp, err, sizeof err) != 0) {
+        char msg[RMX_PATH_MAX + 2100];
+        snprintf(msg, sizeof msg, "%s: %s", t->cfg.path, err);
+        return fail(t, RMX_EXIT_USAGE, msg);
+    }
+    if (choose_backend(t, err, sizeof err) != 0) return fail(t, RMX_EXIT_USAGE, err);
+    t->ae = rmx_ae_create(t->be, &t->hp, t->cfg.train.seed, err, sizeof err);
+    if (!t->ae) return fail(t, RMX_EXIT_USAGE, err);
+    return RMX_EXIT_OK;
+}
+
+static double mib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+
+void rmx_trainer_print_plan(const rmx_trainer *t) {
+    if (t->comm.rank != 0) return;
+    const rmx_config *c = &t->cfg;
+    const rmx_mel_params *mp = rmx_dataset_params(t->train);
+    int64_t n = rmx_dataset_length(t->train);
+    const rmx_params *p = rmx_ae_params(t->ae);
+    const rmx_params *s = rmx_ae_state(t->ae);
+    size_t param_bytes = 4 * sizeof(float) * p->span + sizeof(float) * s->span;
+    size_t arena = rmx_ae_arena_bytes(t->ae);
+    double epochs = (double)c->train.steps * (double)c->train.global_batch / (double)n;
+    printf("plan for %s (stage %s, device %s)\n", c->path, c->stage, t->be->name);
+    printf("  ranks          %d (%d on this node), %d OpenMP threads each requested (0 = default)\n",
+           t->comm.world, t->comm.local_size, c->train.threads);
+    printf("  train data     %s: %" PRId64 " segments of %d mels x %d frames in %d shards, %d genres\n",
+           c->data.train, n, mp->n_mels, mp->segment_frames, rmx_dataset_shard_count(t->train),
+           mp->n_genres);
+    if (t->val)
+        printf("  val data       %s: %" PRId64 " segments in %d shards\n", c->data.val,
+               rmx_dataset_length(t->val), rmx_dataset_shard_count(t->val));
+    printf("  batches        global %d = %d ranks x %d accumulation steps x micro-batch %d\n",
+           c->train.global_batch, t->comm.world, t->accum_steps, c->train.micro_batch);
+    printf("  steps          %" PRId64 " (%.2f epochs, %.1f steps per epoch)\n", c->train.steps, epochs,
+           (double)n / (double)c->train.global_batch);
+    printf("  model          autoencoder (%s), %zu trained parameters in %d tensors\n",
+           c->model.bottleneck, p->numel, p->count);
+    printf("  memory/rank    %.1f MiB parameters+grads+Adam, %.1f MiB activations (micro-batch %d)\n",
+           mib(param_bytes), mib(arena), c->train.micro_batch);
+    printf("  run folder     %s\n", c->run.dir);
+}

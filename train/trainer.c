@@ -1,0 +1,248 @@
+/* The training loop: per step, A micro-batches of forward + backward accumulate gradients, the
+ * ranks sum them, non-finite steps are skipped, the global norm is clipped, AdamW updates. */
+#include "train/trainer.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "train/evaluate.h"
+#include "train/schedule_lr.h"
+#include "util/exitcodes.h"
+#include "util/fsutil.h"
+#include "util/log.h"
+#include "util/progress.h"
+
+/* The CPU backends keep their buffers in host memory, which MPI reduces in place. */
+static void sum_over_ranks(rmx_trainer *t, float *backend_buf, size_t n) {
+    rmx_comm_sum_floats(&t->comm, backend_buf, n);
+}
+
+static int start_logs(rmx_trainer *t, char *err, size_t errlen) {
+    if (t->comm.rank != 0) return 0;
+    if (rmx_mkdirs(t->cfg.run.dir, err, errlen) != 0) return -1;
+    return rmx_metrics_open(&t->metrics, t->cfg.run.dir, t->start_step, err, errlen);
+}
+
+static int start_loader(rmx_trainer *t, char *err, size_t errlen) {
+    rmx_loader_config lc = {
+        .schedule = {t->cfg.train.global_batch, t->cfg.train.micro_batch, t->comm.world, t->comm.rank,
+                     t->cfg.train.seed},
+        .start_step = t->start_step,
+        .depth = t->cfg.data.prefetch,
+    };
+    t->loader = rmx_loader_create(t->train, &lc, err, errlen);
+    return t->loader ? 0 : -1;
+}
+
+static void alloc_step_buffers(rmx_trainer *t) {
+    size_t sample = rmx_dataset_sample_floats(t->train);
+    t->x = t->be->alloc(t->be, sizeof(float) * sample * (size_t)t->cfg.train.micro_batch);
+    t->loss_terms = t->be->alloc(t->be, sizeof(float) * RMX_AE_N_LOSS);
+    t->grad_sumsq = t->be->alloc(t->be, sizeof(float));
+}
+
+/* The vq codebook's EMA statistics and restart candidates, agreed over ranks (autoencoder.h). */
+static void update_codebook(rmx_trainer *t, rmx_vq_report *report) {
+    int codes = 0;
+    uint32_t *priority = rmx_ae_vq_restart_priority(t->ae, &codes);
+    if (t->comm.world > 1)
+        MPI_Allreduce(MPI_IN_PLACE, priority, codes, MPI_UINT32_T, MPI_MAX, t->comm.world_comm);
+    rmx_ae_vq_restart_settle(t->ae);
+    size_t n = 0;
+    float *stats = rmx_ae_vq_stats(t->ae, &n);
+    sum_over_ranks(t, stats, n);
+    rmx_ae_vq_apply_ema(t->ae, report);
+}
+
+/* Forward + backward over this rank's A micro-batches; returns the seconds spent waiting on data,
+ * or a negative number after printing a loader error. */
+static double accumulate_gradients(rmx_trainer *t) {
+    const float scale = 1.0f / (float)t->cfg.train.global_batch;
+    const size_t sample = rmx_dataset_sample_floats(t->train);
+    double waited_total = 0;
+    char err[1024];
+    t->be->fill(t->be, t->loss_terms, 0.0f, RMX_AE_N_LOSS);
+    rmx_ae_step_begin(t->ae);
+    for (int k = 0; k < t->accum_steps; k++) {
+        double waited = 0;
+        const rmx_batch *b = rmx_loader_next(t->loader, &waited, err, sizeof err);
+        if (!b) {
+            rmx_error("rank %d: %s", t->comm.rank, err);
+            return -1;
+        }
+        waited_total += waited;
+        t->be->to_backend(t->be, t->x, b->mel, sizeof(float) * sample * (size_t)b->m);
+        rmx_ae_forward_backward(t->ae, b->m, t->x, NULL, b->position, t->cfg.train.seed, t->step,
+                                scale, t->loss_terms);
+    }
+    return waited_total;
+}
+
+typedef struct {
+    float terms[RMX_AE_N_LOSS];
+    double loss;
+    double grad_norm;
+    int applied; /* 0: non-finite, skipped */
+    rmx_vq_report vq;
+} step_result;
+
+static void apply_update(rmx_trainer *t, step_result *r) {
+    rmx_params *p = rmx_ae_params(t->ae);
+    const rmx_config *c = &t->cfg;
+    float clip = c->train.grad_clip;
+    if (clip > 0 && r->grad_norm > clip) t->be->scale(t->be, p->span, (float)(clip / r->grad_norm), p->grad);
+    rmx_adamw_hparams hp = {
+        .lr = rmx_lr_at(t->step, c->train.steps, c->train.warmup, c->train.lr, c->train.min_lr),
+        .beta1 = c->train.beta1, .beta2 = c->train.beta2, .eps = c->train.eps,
+        .weight_decay = c->train.weight_decay, .t = t->step + 1,
+    };
+    t->be->adamw(t->be, p->span, p->n_decay, p->data, p->grad, p->m, p->v, &hp);
+}
+
+/* One optimiser step. Returns 0, or an exit code when the run must stop. */
+static int train_step(rmx_trainer *t, step_result *r, double *waited) {
+    *waited = accumulate_gradients(t);
+    if (*waited < 0) return RMX_EXIT_DATA;
+    rmx_params *p = rmx_ae_params(t->ae);
+    sum_over_ranks(t, p->grad, p->span);
+    sum_over_ranks(t, t->loss_terms, RMX_AE_N_LOSS);
+    t->be->to_host(t->be, r->terms, t->loss_terms, sizeof r->terms);
+    float sumsq = 0;
+    t->be->sumsq(t->be, p->span, p->grad, t->grad_sumsq);
+    t->be->to_host(t->be, &sumsq, t->grad_sumsq, sizeof sumsq);
+    r->loss = rmx_ae_total_loss(&t->hp, r->terms);
+    r->grad_norm = sqrt((double)sumsq);
+    r->applied = isfinite(r->loss) && isfinite(r->grad_norm);
+    memset(&r->vq, 0, sizeof r->vq);
+    if (!r->applied) {
+        t->nonfinite_in_row++;
+        t->nonfinite_total++;
+        if (t->nonfinite_in_row > t->cfg.train.max_nonfinite) {
+            if (t->comm.rank == 0)
+                rmx_error("step %" PRId64 ": %d steps in a row had a non-finite loss or gradient "
+                          "(train.max_nonfinite is %d); stopping. Lower train.lr or check the data.",
+                          t->step, t->nonfinite_in_row, t->cfg.train.max_nonfinite);
+            return RMX_EXIT_FAILURE;
+        }
+        if (t->comm.rank == 0)
+            rmx_warn("step %" PRId64 ": non-finite loss or gradient, step skipped (%d in a row)", t->step,
+                     t->nonfinite_in_row);
+        return 0;
+    }
+    t->nonfinite_in_row = 0;
+    if (t->hp.bottleneck == RMX_AE_VQ) update_codebook(t, &r->vq);
+    apply_update(t, r);
+    return 0;
+}
+
+/* ---- logging (rank 0) ---- */
+
+typedef struct {
+    double start_s, interval_start_s, interval_wait_s;
+    int64_t interval_first_step;
+    rmx_progress bar;
+} log_state;
+
+static void record_step(rmx_trainer *t, const step_result *r, float lr) {
+    rmx_terms terms = {0};
+    rmx_terms_add(&terms, "loss", r->loss);
+    rmx_terms_add(&terms, "rec", r->terms[RMX_AE_LOSS_REC]);
+    if (t->hp.bottleneck == RMX_AE_KL) rmx_terms_add(&terms, "kl", r->terms[RMX_AE_LOSS_KL]);
+    else {
+        rmx_terms_add(&terms, "commit", r->terms[RMX_AE_LOSS_COMMIT]);
+        rmx_terms_add(&terms, "perplexity", r->vq.perplexity);
+    }
+    rmx_terms_add(&terms, "grad_norm", r->grad_norm);
+    rmx_terms_add(&terms, "lr", lr);
+    rmx_metrics_write(&t->metrics, t->step, "train", &terms, r->applied ? NULL : "\"skipped\": true");
+}
+
+static void print_line(rmx_trainer *t, const step_result *r, float lr, log_state *ls, double now) {
+    int64_t steps_done = t->step + 1 - ls->interval_first_step;
+    double dt = now - ls->interval_start_s;
+    double samples_s = dt > 0 ? (double)steps_done * t->cfg.train.global_batch / dt : 0;
+    double wait_pct = dt > 0 ? 100.0 * ls->interval_wait_s / dt : 0;
+    double per_step = (now - ls->start_s) / (double)(t->step + 1 - t->start_step);
+    char eta[32], terms[128];
+    rmx_format_duration(per_step * (double)(t->cfg.train.steps - t->step - 1), eta, sizeof eta);
+    if (t->hp.bottleneck == RMX_AE_KL)
+        snprintf(terms, sizeof terms, "rec %.4f kl %.1f", r->terms[RMX_AE_LOSS_REC], r->terms[RMX_AE_LOSS_KL]);
+    else
+        snprintf(terms, sizeof terms, "rec %.4f commit %.4f ppl %.1f", r->terms[RMX_AE_LOSS_REC],
+                 r->terms[RMX_AE_LOSS_COMMIT], r->vq.perplexity);
+    rmx_progress_finish(&ls->bar);
+    printf("step %6" PRId64 "/%" PRId64 " | loss %.4f (%s) | lr %.2e | %.1f samples/s | data %2.0f%% | ETA %s\n",
+           t->step + 1, t->cfg.train.steps, r->loss, terms, lr, samples_s, wait_pct, eta);
+    fflush(stdout);
+    ls->interval_start_s = now;
+    ls->interval_wait_s = 0;
+    ls->interval_first_step = t->step + 1;
+}
+
+static void log_step(rmx_trainer *t, const step_result *r, log_state *ls, double waited) {
+    if (t->comm.rank != 0) return;
+    const rmx_config *c = &t->cfg;
+    float lr = rmx_lr_at(t->step, c->train.steps, c->train.warmup, c->train.lr, c->train.min_lr);
+    ls->interval_wait_s += waited;
+    record_step(t, r, lr);
+    int64_t done = t->step + 1;
+    if (c->log.every > 0 && (done % c->log.every == 0 || done == c->train.steps))
+        print_line(t, r, lr, ls, rmx_now_s());
+    rmx_progress_update(&ls->bar, done, NULL);
+}
+
+static int evaluate_if_due(rmx_trainer *t) {
+    int64_t done = t->step + 1;
+    int64_t every = t->cfg.eval.every;
+    int due = (every > 0 && done % every == 0) || done == t->cfg.train.steps;
+    if (!due || !t->val) return 0;
+    return rmx_evaluate(t, done);
+}
+
+int rmx_trainer_run(rmx_trainer *t) {
+    char err[2048];
+    if (start_logs(t, err, sizeof err) != 0 || start_loader(t, err, sizeof err) != 0) {
+        rmx_error("%s", err);
+        return RMX_EXIT_FAILURE;
+    }
+    alloc_step_buffers(t);
+    log_state ls = {.start_s = rmx_now_s(), .interval_start_s = rmx_now_s(),
+                    .interval_first_step = t->start_step};
+    if (t->comm.rank == 0) {
+        rmx_progress_start(&ls.bar, "train", t->cfg.train.steps);
+        rmx_progress_update(&ls.bar, t->start_step, NULL);
+    }
+    int code = RMX_EXIT_OK;
+    for (t->step = t->start_step; t->step < t->cfg.train.steps; t->step++) {
+        step_result r;
+        double waited = 0;
+        code = train_step(t, &r, &waited);
+        if (code != 0) break;
+        log_step(t, &r, &ls, waited);
+        code = evaluate_if_due(t);
+        if (code != 0) break;
+    }
+    if (t->comm.rank == 0) rmx_progress_finish(&ls.bar);
+    if (code == RMX_EXIT_OK && t->comm.rank == 0)
+        printf("finished %" PRId64 " steps; metrics in %s/metrics.jsonl, spectrogram PNGs in %s/\n",
+               t->cfg.train.steps, t->cfg.run.dir, t->cfg.run.dir);
+    return code;
+}
+
+void rmx_trainer_free(rmx_trainer *t) {
+    if (t->loader) rmx_loader_close(t->loader);
+    if (t->be) {
+        if (t->x) t->be->free(t->be, t->x);
+        if (t->loss_terms) t->be->free(t->be, t->loss_terms);
+        if (t->grad_sumsq) t->be->free(t->be, t->grad_sumsq);
+    }
+    if (t->ae) rmx_ae_free(t->ae);
+    if (t->be) t->be->destroy(t->be);
+    if (t->val) rmx_dataset_close(t->val);
+    if (t->train) rmx_dataset_close(t->train);
+    rmx_metrics_close(&t->metrics);
+    rmx_config_free(&t->cfg);
+}
