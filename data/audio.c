@@ -142,10 +142,11 @@ static rmx_audio_status decode_mono(SNDFILE *sf, const SF_INFO *si, float **out,
         got += r;
     }
     free(chunk);
-    if (got < si->frames || sf_error(sf) != SF_ERR_NO_ERROR) {
+    int code = sf_error(sf);
+    if (got < si->frames || code != SF_ERR_NO_ERROR) {
         free(mono);
-        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames (%s)", (long long)got,
-                   (long long)si->frames, sf_strerror(sf));
+        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames%s%s", (long long)got,
+                   (long long)si->frames, code ? ": " : "", code ? sf_strerror(sf) : "");
         return RMX_AUDIO_TRUNCATED;
     }
     for (int64_t i = 0; i < got; i++) {
