@@ -41,7 +41,8 @@ static rmx_audio_status fail(rmx_audio_status s, char *err, size_t errlen, const
 /* The checks libsndfile cannot make for us, with reasons a user understands. */
 static rmx_audio_status check_file(const char *path, char *err, size_t errlen) {
     struct stat st;
-    if (stat(path, &st) != 0) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", strerror(errno));
+    if (stat(path, &st) != 0)
+        return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", strerror(errno));
     if (S_ISDIR(st.st_mode)) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "%s", "is a directory");
     if (!S_ISREG(st.st_mode)) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "%s", "not a regular file");
     int fd = open(path, O_RDONLY);
@@ -67,8 +68,7 @@ static int header_claims_more_audio(SNDFILE *sf, long long *declared, long long 
     return 0;
 }
 
-static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, char *err,
-                                   size_t errlen) {
+static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, char *err, size_t errlen) {
     rmx_audio_status s = check_file(path, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
     memset(info, 0, sizeof *info);
@@ -80,8 +80,10 @@ static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *inf
         if (code == SF_ERR_UNRECOGNISED_FORMAT)
             return fail(RMX_AUDIO_NOT_AUDIO, err, errlen, "not an audio file libsndfile can read (%s)",
                         sf_error_number(code));
-        if (code == SF_ERR_SYSTEM) return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", sf_error_number(code));
-        return fail(RMX_AUDIO_TRUNCATED, err, errlen, "malformed or truncated header (%s)", sf_error_number(code));
+        if (code == SF_ERR_SYSTEM)
+            return fail(RMX_AUDIO_UNREADABLE, err, errlen, "cannot open: %s", sf_error_number(code));
+        return fail(RMX_AUDIO_TRUNCATED, err, errlen, "malformed or truncated header (%s)",
+                    sf_error_number(code));
     }
     long long declared = 0, present = 0;
     if (header_claims_more_audio(sf, &declared, &present)) {
@@ -185,8 +187,8 @@ int64_t rmx_audio_resampled_length(int64_t n, int in_rate, int out_rate) {
     return (int64_t)floor((double)n * (double)out_rate / (double)in_rate + 0.5);
 }
 
-int rmx_audio_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
-                       int64_t *n_out, char *err, size_t errlen) {
+int rmx_audio_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out, int64_t *n_out,
+                       char *err, size_t errlen) {
     int64_t cap = rmx_audio_resampled_length(n, in_rate, out_rate) + 1;
     float *buf = malloc((size_t)cap * sizeof *buf);
     if (!buf) return rmx_seterr(err, errlen, "out of memory resampling %lld samples", (long long)n);
@@ -202,8 +204,8 @@ int rmx_audio_resample(const float *in, int64_t n, int in_rate, int out_rate, fl
      * arithmetic order, hence the output, the same on every run. */
     soxr_runtime_spec_t runtime = soxr_runtime_spec(1);
     size_t done = 0;
-    soxr_error_t e = soxr_oneshot((double)in_rate, (double)out_rate, 1, in, (size_t)n, NULL, buf,
-                                  (size_t)cap, &done, &io, &quality, &runtime);
+    soxr_error_t e = soxr_oneshot((double)in_rate, (double)out_rate, 1, in, (size_t)n, NULL, buf, (size_t)cap,
+                                  &done, &io, &quality, &runtime);
     if (e) {
         free(buf);
         return rmx_seterr(err, errlen, "resampling %d Hz -> %d Hz failed: %s", in_rate, out_rate, e);

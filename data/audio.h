@@ -11,10 +11,10 @@
 
 typedef enum {
     RMX_AUDIO_OK = 0,
-    RMX_AUDIO_UNREADABLE,  /* missing, dangling link, a directory, no permission */
-    RMX_AUDIO_EMPTY,       /* 0 bytes, or a valid header with no audio frames */
-    RMX_AUDIO_NOT_AUDIO,   /* libsndfile does not recognise the format */
-    RMX_AUDIO_TRUNCATED,   /* header promises more than the file holds, bad header, decode error */
+    RMX_AUDIO_UNREADABLE, /* missing, dangling link, a directory, no permission */
+    RMX_AUDIO_EMPTY,      /* 0 bytes, or a valid header with no audio frames */
+    RMX_AUDIO_NOT_AUDIO,  /* libsndfile does not recognise the format */
+    RMX_AUDIO_TRUNCATED,  /* header promises more than the file holds, bad header, decode error */
     RMX_AUDIO_STATUS_COUNT
 } rmx_audio_status;
 
@@ -41,8 +41,8 @@ int64_t rmx_audio_resampled_length(int64_t n, int in_rate, int out_rate);
 
 /* Resamples mono float audio with libsoxr (high quality, linear phase); *out is malloc'd.
  * Equal rates copy the input unchanged. */
-int rmx_audio_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out,
-                       int64_t *n_out, char *err, size_t errlen);
+int rmx_audio_resample(const float *in, int64_t n, int in_rate, int out_rate, float **out, int64_t *n_out,
+                       char *err, size_t errlen);
 
 /* Writes mono audio as 16-bit PCM WAV, under a temporary name renamed into place. */
 int rmx_audio_write_wav(const char *path, const float *x, int64_t n, int sample_rate, char *err,

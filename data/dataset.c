@@ -199,8 +199,9 @@ static int read_string_attr(hid_t file, const char *path, const char *name, char
     H5Tclose(type);
     H5Aclose(attr);
     if (rc < 0)
-        return rmx_seterr(err, errlen, "%s: attribute '%s' cannot be read (or a value is longer than %zu bytes)",
-                          path, name, cap - 1);
+        return rmx_seterr(err, errlen,
+                          "%s: attribute '%s' cannot be read (or a value is longer than %zu bytes)", path,
+                          name, cap - 1);
     *n_out = (int)n;
     return 0;
 }
@@ -212,7 +213,8 @@ static int read_format(shard_file *s, char *err, size_t errlen) {
     int n, version;
     if (read_string_attr(s->file, s->path, "format", format, sizeof format, 1, &n, err, errlen)) return -1;
     if (strcmp(format, RMX_SHARD_FORMAT) != 0)
-        return rmx_seterr(err, errlen, "%s: attribute 'format' is '%s', expected '%s' (not a Remixer dataset shard)",
+        return rmx_seterr(err, errlen,
+                          "%s: attribute 'format' is '%s', expected '%s' (not a Remixer dataset shard)",
                           s->path, format, RMX_SHARD_FORMAT);
     if (read_int_attr(s->file, s->path, "format_version", &version, err, errlen)) return -1;
     if (version != RMX_SHARD_VERSION)
@@ -415,7 +417,9 @@ static int check_shard_set(const rmx_dataset *ds, char *err, size_t errlen) {
                               s->path, s->shard_count, ds->n_shards,
                               ds->n_shards == 1 ? "file was" : "files were", ds->spec);
         if (s->shard_index != i)
-            return rmx_seterr(err, errlen, "%s: attribute 'shard_index' is %d, expected %d (its place among the shards of %s sorted by name)",
+            return rmx_seterr(err, errlen,
+                              "%s: attribute 'shard_index' is %d, expected %d "
+                              "(its place among the shards of %s sorted by name)",
                               s->path, s->shard_index, i, ds->spec);
     }
     return 0;

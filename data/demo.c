@@ -116,8 +116,12 @@ static void synth_arpeggio(demo_rng *r, int sr, float *out, int64_t n) {
         int pos = (int)(k % 12), climb = pos < 6 ? pos : 12 - pos; /* up two octaves of the triad, down */
         if (direction_flip) climb = 6 - climb;
         double note = root + chord[climb % 3] + 12 * (climb / 3);
-        tone t = {.f0 = midi_hz(note), .amp = (k % 4 == 0 ? 1.0 : 0.6) * rng_range(r, 0.8, 1.0), .tilt = 1.0,
-                  .tau = 0.25, .partials = 6, .env = {0.002, 0.25, 0.08}};
+        tone t = {.f0 = midi_hz(note),
+                  .amp = (k % 4 == 0 ? 1.0 : 0.6) * rng_range(r, 0.8, 1.0),
+                  .tilt = 1.0,
+                  .tau = 0.25,
+                  .partials = 6,
+                  .env = {0.002, 0.25, 0.08}};
         add_tone(out, n, sr, (int64_t)((double)k * step * sr), &t);
     }
 }
@@ -129,10 +133,14 @@ static void synth_chords(demo_rng *r, int sr, float *out, int64_t n) {
         double length = rng_range(r, 2.0, 3.0), attack = rng_range(r, 0.5, 0.9);
         int root = key + SCALE_DEGREES[rng_int(r, 0, 5)];
         const int *chord = rng_int(r, 0, 1) ? MAJOR : MINOR;
-        for (int v = 0; v < 4; v++) {           /* root, third, fifth, octave */
+        for (int v = 0; v < 4; v++) {                         /* root, third, fifth, octave */
             for (int detune = -1; detune <= 1; detune += 2) { /* two voices, +-4 cents: a slow beat */
                 double note = root + (v < 3 ? chord[v] : 12) + 0.04 * detune;
-                tone t = {.f0 = midi_hz(note), .amp = 0.25, .tilt = 1.3, .tau = 0.0, .partials = 10,
+                tone t = {.f0 = midi_hz(note),
+                          .amp = 0.25,
+                          .tilt = 1.3,
+                          .tau = 0.0,
+                          .partials = 10,
                           .env = {attack, length - attack, 0.8}};
                 add_tone(out, n, sr, (int64_t)(at * sr), &t);
             }
@@ -165,7 +173,8 @@ static void add_snare(float *out, int64_t n, int sr, int64_t start, double veloc
     }
 }
 
-static void add_hat(float *out, int64_t n, int sr, int64_t start, double velocity, double tau, demo_rng *noise) {
+static void add_hat(float *out, int64_t n, int sr, int64_t start, double velocity, double tau,
+                    demo_rng *noise) {
     double prev = 0.0, prev_diff = 0.0;
     for (int64_t i = 0; i < (int64_t)(4.0 * tau * sr) && start + i < n; i++) {
         double w = rng_noise(noise), diff = w - prev, hi = diff - prev_diff; /* second difference: bright */
@@ -186,10 +195,14 @@ static void synth_drums(demo_rng *r, demo_rng *noise, int sr, float *out, int64_
         int64_t at = (int64_t)((double)k * step * sr);
         int pos = (int)(k % 16);
         if (kick[pos]) add_kick(out, n, sr, at, rng_range(r, 0.85, 1.0));
-        if (snare[pos]) add_snare(out, n, sr, at, rng_range(r, 0.7, 0.9), noise);
-        else if (rng_uniform(r) < 0.1) add_snare(out, n, sr, at, 0.2, noise); /* ghost note */
-        if (pos == 14 && rng_uniform(r) < 0.5) add_hat(out, n, sr, at, 0.6, 0.12, noise);
-        else if (busy_hats || pos % 2 == 0) add_hat(out, n, sr, at, rng_range(r, 0.4, 0.7), 0.025, noise);
+        if (snare[pos])
+            add_snare(out, n, sr, at, rng_range(r, 0.7, 0.9), noise);
+        else if (rng_uniform(r) < 0.1)
+            add_snare(out, n, sr, at, 0.2, noise); /* ghost note */
+        if (pos == 14 && rng_uniform(r) < 0.5)
+            add_hat(out, n, sr, at, 0.6, 0.12, noise);
+        else if (busy_hats || pos % 2 == 0)
+            add_hat(out, n, sr, at, rng_range(r, 0.4, 0.7), 0.025, noise);
     }
 }
 
@@ -221,10 +234,14 @@ static double band_step(swept_band *b, double x) {
 static void synth_noise(demo_rng *r, demo_rng *noise, int sr, float *out, int64_t n) {
     swept_band bands[2];
     for (int i = 0; i < 2; i++)
-        bands[i] = (swept_band){.lo_hz = rng_range(r, 200.0, 500.0) * (1 + 2 * i), .hi_hz = rng_range(r, 1500.0, 4000.0) * (1 + i),
-                                .rate_hz = rng_range(r, 0.05, 0.2), .phase = rng_range(r, 0.0, 2.0 * M_PI),
-                                .q = rng_range(r, 2.0, 6.0), .level = rng_range(r, 0.5, 1.0)};
-    double swell_phase = rng_range(r, 0.0, 2.0 * M_PI), rumble = 0.0, rumble2 = 0.0, a_rumble = one_pole(150.0, sr);
+        bands[i] = (swept_band){.lo_hz = rng_range(r, 200.0, 500.0) * (1 + 2 * i),
+                                .hi_hz = rng_range(r, 1500.0, 4000.0) * (1 + i),
+                                .rate_hz = rng_range(r, 0.05, 0.2),
+                                .phase = rng_range(r, 0.0, 2.0 * M_PI),
+                                .q = rng_range(r, 2.0, 6.0),
+                                .level = rng_range(r, 0.5, 1.0)};
+    double swell_phase = rng_range(r, 0.0, 2.0 * M_PI), rumble = 0.0, rumble2 = 0.0,
+           a_rumble = one_pole(150.0, sr);
     for (int64_t i = 0; i < n; i++) {
         double t = (double)i / sr;
         if (i % 32 == 0) /* the sweep is slow: retuning every 32 samples is inaudible and cheap */
@@ -267,7 +284,8 @@ typedef struct {
     char message[512];
 } demo_job;
 
-static int demo_file_path(const demo_job *j, int genre, int index, char *path, size_t cap, char *err, size_t errlen) {
+static int demo_file_path(const demo_job *j, int genre, int index, char *path, size_t cap, char *err,
+                          size_t errlen) {
     char folder[4096];
     snprintf(folder, sizeof folder, "%s/%s", j->dir, rmx_demo_genre_names[genre]);
     if (rmx_mkdirs(folder, err, errlen) != 0) return -1;

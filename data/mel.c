@@ -20,12 +20,12 @@ static pthread_mutex_t g_plan_lock = PTHREAD_MUTEX_INITIALIZER;
 struct rmx_mel {
     int n_fft, hop, n_mels, n_bins;
     float log_floor;
-    float *window;      /* periodic Hann, n_fft */
-    int *band_first;    /* first FFT bin with a non-zero weight, per band */
-    int *band_len;      /* number of such bins */
-    int *band_offset;   /* where the band's weights start in `weights` */
-    float *weights;     /* the non-zero stretch of each band, back to back */
-    fftwf_plan plan;    /* out-of-place r2c of n_fft; executed with per-call arrays */
+    float *window;    /* periodic Hann, n_fft */
+    int *band_first;  /* first FFT bin with a non-zero weight, per band */
+    int *band_len;    /* number of such bins */
+    int *band_offset; /* where the band's weights start in `weights` */
+    float *weights;   /* the non-zero stretch of each band, back to back */
+    fftwf_plan plan;  /* out-of-place r2c of n_fft; executed with per-call arrays */
 };
 
 double rmx_mel_from_hz(double hz) {
@@ -74,12 +74,16 @@ int rmx_mel_filterbank(int sample_rate, int n_fft, int n_mels, double fmin, doub
 static int validate(int sample_rate, int n_fft, int hop, int n_mels, double fmin, double fmax,
                     float log_floor, char *err, size_t errlen) {
     if (sample_rate < 1) return rmx_seterr(err, errlen, "sample rate must be positive, got %d", sample_rate);
-    if (n_fft < 16 || n_fft % 2 != 0) return rmx_seterr(err, errlen, "n_fft must be even and at least 16, got %d", n_fft);
-    if (hop < 1 || hop > n_fft) return rmx_seterr(err, errlen, "hop must be between 1 and n_fft (%d), got %d", n_fft, hop);
+    if (n_fft < 16 || n_fft % 2 != 0)
+        return rmx_seterr(err, errlen, "n_fft must be even and at least 16, got %d", n_fft);
+    if (hop < 1 || hop > n_fft)
+        return rmx_seterr(err, errlen, "hop must be between 1 and n_fft (%d), got %d", n_fft, hop);
     if (n_mels < 1) return rmx_seterr(err, errlen, "n_mels must be at least 1, got %d", n_mels);
     if (!(fmin >= 0.0) || !(fmin < fmax) || fmax > sample_rate / 2.0)
-        return rmx_seterr(err, errlen, "mel range must satisfy 0 <= fmin < fmax <= sample_rate / 2 (%g), got fmin %g, fmax %g",
-                          sample_rate / 2.0, fmin, fmax);
+        return rmx_seterr(
+            err, errlen,
+            "mel range must satisfy 0 <= fmin < fmax <= sample_rate / 2 (%g), got fmin %g, fmax %g",
+            sample_rate / 2.0, fmin, fmax);
     if (!(log_floor > 0.0f) || !isfinite(log_floor))
         return rmx_seterr(err, errlen, "log floor must be positive and finite, got %g", (double)log_floor);
     return 0;
@@ -139,8 +143,10 @@ rmx_mel *rmx_mel_create(int sample_rate, int n_fft, int hop, int n_mels, double 
     if (!dense || !m->window) goto oom;
     int empty = rmx_mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax, dense);
     if (empty > 0) {
-        rmx_seterr(err, errlen, "%d of the %d mel bands fall between FFT bins and would be empty: use fewer mels, "
-                   "a larger n_fft or a wider fmin..fmax", empty, n_mels);
+        rmx_seterr(err, errlen,
+                   "%d of the %d mel bands fall between FFT bins and would be empty: use fewer mels, "
+                   "a larger n_fft or a wider fmin..fmax",
+                   empty, n_mels);
         free(dense);
         rmx_mel_free(m);
         return NULL;
@@ -206,8 +212,8 @@ static void mel_of_spectrum(const rmx_mel *m, const fftwf_complex *spec, float *
     }
 }
 
-int rmx_mel_compute(const rmx_mel *m, const float *x, int64_t n, int64_t n_frames, float *out,
-                    char *err, size_t errlen) {
+int rmx_mel_compute(const rmx_mel *m, const float *x, int64_t n, int64_t n_frames, float *out, char *err,
+                    size_t errlen) {
     if (n_frames < 0 || n_frames > rmx_mel_frame_count(m, n))
         return rmx_seterr(err, errlen, "asked for %lld frames of a %lld-sample signal (at most %lld)",
                           (long long)n_frames, (long long)n, (long long)rmx_mel_frame_count(m, n));

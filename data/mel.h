@@ -36,7 +36,7 @@ int64_t rmx_mel_frame_count(const rmx_mel *m, int64_t n_samples);
 
 /* Log-mel of frames [0, n_frames) of the mono signal x[0..n): out[n_mels][n_frames], mel band
  * major. n_frames may be smaller than rmx_mel_frame_count (the caller drops a tail). */
-int rmx_mel_compute(const rmx_mel *m, const float *x, int64_t n, int64_t n_frames, float *out,
-                    char *err, size_t errlen);
+int rmx_mel_compute(const rmx_mel *m, const float *x, int64_t n, int64_t n_frames, float *out, char *err,
+                    size_t errlen);
 
 #endif

@@ -47,11 +47,13 @@ void rmx_prep_default_options(rmx_prep_options *o) {
 int rmx_prep_check_options(const rmx_prep_options *o, char *err, size_t errlen) {
     const rmx_mel_params *a = &o->audio;
     if (a->sample_rate < 1000 || a->sample_rate > 384000)
-        return rmx_seterr(err, errlen, "--sample-rate must be between 1000 and 384000 Hz, got %d", a->sample_rate);
+        return rmx_seterr(err, errlen, "--sample-rate must be between 1000 and 384000 Hz, got %d",
+                          a->sample_rate);
     if (a->n_fft < 16 || a->n_fft > 65536 || a->n_fft % 2 != 0)
         return rmx_seterr(err, errlen, "--n-fft must be even and between 16 and 65536, got %d", a->n_fft);
     if (a->hop_length < 1 || a->hop_length > a->n_fft)
-        return rmx_seterr(err, errlen, "--hop must be between 1 and --n-fft (%d), got %d", a->n_fft, a->hop_length);
+        return rmx_seterr(err, errlen, "--hop must be between 1 and --n-fft (%d), got %d", a->n_fft,
+                          a->hop_length);
     if (a->n_mels < 1 || a->n_mels > 1024)
         return rmx_seterr(err, errlen, "--mels must be between 1 and 1024, got %d", a->n_mels);
     if (!(a->fmin >= 0.0f))
@@ -60,11 +62,13 @@ int rmx_prep_check_options(const rmx_prep_options *o, char *err, size_t errlen) 
         return rmx_seterr(err, errlen, "--fmax must be at most half the sample rate (%g Hz), got %g",
                           a->sample_rate / 2.0, (double)a->fmax);
     if (!(a->fmin < a->fmax))
-        return rmx_seterr(err, errlen, "--fmin (%g Hz) must be below --fmax (%g Hz)", (double)a->fmin, (double)a->fmax);
+        return rmx_seterr(err, errlen, "--fmin (%g Hz) must be below --fmax (%g Hz)", (double)a->fmin,
+                          (double)a->fmax);
     if (!(a->log_floor > 0.0f) || !isfinite(a->log_floor))
         return rmx_seterr(err, errlen, "--log-floor must be positive, got %g", (double)a->log_floor);
     if (a->segment_frames < 1 || a->segment_frames > 65536)
-        return rmx_seterr(err, errlen, "--segment must be between 1 and 65536 frames, got %d", a->segment_frames);
+        return rmx_seterr(err, errlen, "--segment must be between 1 and 65536 frames, got %d",
+                          a->segment_frames);
     if (!(o->val_fraction >= 0.0 && o->val_fraction < 1.0))
         return rmx_seterr(err, errlen, "--val-fraction must be in [0, 1), got %g", o->val_fraction);
     if (o->train_shards < 1 || o->train_shards > 99999)
@@ -165,16 +169,25 @@ static int sorted_entries(const char *dir, int want_dirs, char ***out, int *coun
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
         char full[PATH_MAX_LEN];
-        if (join_path(full, sizeof full, dir, e->d_name) != 0) { rc = rmx_seterr(err, errlen, "%s/%s: path too long", dir, e->d_name); break; }
+        if (join_path(full, sizeof full, dir, e->d_name) != 0) {
+            rc = rmx_seterr(err, errlen, "%s/%s: path too long", dir, e->d_name);
+            break;
+        }
         int keep = want_dirs ? rmx_is_dir(full) : has_audio_extension(e->d_name);
         if (!keep) continue;
         if (n == cap) {
             cap = cap ? 2 * cap : 64;
             char **grown = realloc(names, (size_t)cap * sizeof *grown);
-            if (!grown) { rc = rmx_seterr(err, errlen, "out of memory listing %s", dir); break; }
+            if (!grown) {
+                rc = rmx_seterr(err, errlen, "out of memory listing %s", dir);
+                break;
+            }
             names = grown;
         }
-        if (!(names[n] = strdup(e->d_name))) { rc = rmx_seterr(err, errlen, "out of memory listing %s", dir); break; }
+        if (!(names[n] = strdup(e->d_name))) {
+            rc = rmx_seterr(err, errlen, "out of memory listing %s", dir);
+            break;
+        }
         n++;
     }
     closedir(d);
@@ -191,7 +204,8 @@ static void free_names(char **names, int n) {
 
 static int list_genre_folder(prep_list *l, const char *root, const char *genre, char *err, size_t errlen) {
     char dir[PATH_MAX_LEN];
-    if (join_path(dir, sizeof dir, root, genre) != 0) return rmx_seterr(err, errlen, "%s/%s: path too long", root, genre);
+    if (join_path(dir, sizeof dir, root, genre) != 0)
+        return rmx_seterr(err, errlen, "%s/%s: path too long", root, genre);
     char **files = NULL;
     int n = 0;
     int rc = sorted_entries(dir, 0, &files, &n, err, errlen);
@@ -199,7 +213,8 @@ static int list_genre_folder(prep_list *l, const char *root, const char *genre, 
     if (rc == 0 && n > 0) rc = add_genre(l, genre, root, err, errlen);
     for (int i = 0; rc == 0 && i < n; i++) {
         char path[PATH_MAX_LEN], source[PATH_MAX_LEN];
-        if (join_path(path, sizeof path, dir, files[i]) != 0 || join_path(source, sizeof source, genre, files[i]) != 0)
+        if (join_path(path, sizeof path, dir, files[i]) != 0 ||
+            join_path(source, sizeof source, genre, files[i]) != 0)
             rc = rmx_seterr(err, errlen, "%s/%s: path too long", dir, files[i]);
         else if (list_add(l, path, source, l->n_genres - 1) != 0)
             rc = rmx_seterr(err, errlen, "out of memory");
@@ -274,7 +289,10 @@ static int read_csv_rows(const char *csv, csv_row **out, int *count, char *err, 
         if (n == cap) {
             cap = cap ? 2 * cap : 256;
             csv_row *grown = realloc(rows, (size_t)cap * sizeof *grown);
-            if (!grown) { rc = rmx_seterr(err, errlen, "out of memory reading %s", csv); break; }
+            if (!grown) {
+                rc = rmx_seterr(err, errlen, "out of memory reading %s", csv);
+                break;
+            }
             rows = grown;
         }
         rows[n++] = row;
@@ -304,7 +322,8 @@ static int genre_index(const prep_list *l, const char *name) {
 }
 
 /* Genres sorted by name; files ordered by (genre, path) as for a folder. */
-static int list_from_rows(prep_list *l, const char *csv, const csv_row *rows, int n, char *err, size_t errlen) {
+static int list_from_rows(prep_list *l, const char *csv, const csv_row *rows, int n, char *err,
+                          size_t errlen) {
     const char **names = malloc((size_t)(n ? n : 1) * sizeof *names);
     csv_sorted *order = malloc((size_t)(n ? n : 1) * sizeof *order);
     int rc = (!names || !order) ? rmx_seterr(err, errlen, "out of memory") : 0;
@@ -317,14 +336,19 @@ static int list_from_rows(prep_list *l, const char *csv, const csv_row *rows, in
     char dir[PATH_MAX_LEN];
     snprintf(dir, sizeof dir, "%s", csv);
     char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    if (slash)
+        *slash = 0;
+    else
+        snprintf(dir, sizeof dir, ".");
     for (int i = 0; rc == 0 && i < n; i++) {
         const char *p = order[i].row->path;
         char path[PATH_MAX_LEN];
         int too_long = p[0] == '/' ? snprintf(path, sizeof path, "%s", p) >= (int)sizeof path
                                    : join_path(path, sizeof path, dir, p) != 0;
-        if (too_long) rc = rmx_seterr(err, errlen, "%s: path too long", p);
-        else if (list_add(l, path, p, order[i].genre) != 0) rc = rmx_seterr(err, errlen, "out of memory");
+        if (too_long)
+            rc = rmx_seterr(err, errlen, "%s: path too long", p);
+        else if (list_add(l, path, p, order[i].genre) != 0)
+            rc = rmx_seterr(err, errlen, "out of memory");
     }
     free(names);
     free(order);
@@ -366,15 +390,25 @@ static void pack_list(const prep_list *l, char **buf, long *len) {
     for (int i = 0; i < l->n; i++)
         size += (long)sizeof(int) + (long)strlen(l->files[i].path) + (long)strlen(l->files[i].source) + 2;
     char *b = malloc((size_t)size), *p = b;
-    if (!b) { *buf = NULL; *len = 0; return; }
-    memcpy(p, &l->n, sizeof(int)); p += sizeof(int);
-    memcpy(p, &l->n_genres, sizeof(int)); p += sizeof(int);
-    memcpy(p, l->genres, sizeof l->genres); p += sizeof l->genres;
+    if (!b) {
+        *buf = NULL;
+        *len = 0;
+        return;
+    }
+    memcpy(p, &l->n, sizeof(int));
+    p += sizeof(int);
+    memcpy(p, &l->n_genres, sizeof(int));
+    p += sizeof(int);
+    memcpy(p, l->genres, sizeof l->genres);
+    p += sizeof l->genres;
     for (int i = 0; i < l->n; i++) {
-        memcpy(p, &l->files[i].genre, sizeof(int)); p += sizeof(int);
+        memcpy(p, &l->files[i].genre, sizeof(int));
+        p += sizeof(int);
         size_t a = strlen(l->files[i].path) + 1, s = strlen(l->files[i].source) + 1;
-        memcpy(p, l->files[i].path, a); p += a;
-        memcpy(p, l->files[i].source, s); p += s;
+        memcpy(p, l->files[i].path, a);
+        p += a;
+        memcpy(p, l->files[i].source, s);
+        p += s;
     }
     *buf = b;
     *len = size;
@@ -382,12 +416,16 @@ static void pack_list(const prep_list *l, char **buf, long *len) {
 
 static int unpack_list(prep_list *l, const char *p) {
     int n;
-    memcpy(&n, p, sizeof(int)); p += sizeof(int);
-    memcpy(&l->n_genres, p, sizeof(int)); p += sizeof(int);
-    memcpy(l->genres, p, sizeof l->genres); p += sizeof l->genres;
+    memcpy(&n, p, sizeof(int));
+    p += sizeof(int);
+    memcpy(&l->n_genres, p, sizeof(int));
+    p += sizeof(int);
+    memcpy(l->genres, p, sizeof l->genres);
+    p += sizeof l->genres;
     for (int i = 0; i < n; i++) {
         int genre;
-        memcpy(&genre, p, sizeof(int)); p += sizeof(int);
+        memcpy(&genre, p, sizeof(int));
+        p += sizeof(int);
         const char *path = p;
         p += strlen(p) + 1;
         const char *source = p;
@@ -456,25 +494,25 @@ typedef struct {
     const rmx_mel *mel;
     int rank, world;
     /* per file, indexed like list->files; combined over ranks after each phase */
-    int *status;          /* 0 usable, otherwise an RMX_SKIP_* / rmx_audio_status reason */
-    int *late;            /* files found unusable while preparing them (after the split) */
-    int *skip;            /* where the running phase records skips: status, then late */
-    char *reason;         /* REASON_MAX bytes per file, the running phase's reasons */
-    int *split, *shard;   /* SPLIT_*, shard within the split */
+    int *status;        /* 0 usable, otherwise an RMX_SKIP_* / rmx_audio_status reason */
+    int *late;          /* files found unusable while preparing them (after the split) */
+    int *skip;          /* where the running phase records skips: status, then late */
+    char *reason;       /* REASON_MAX bytes per file, the running phase's reasons */
+    int *split, *shard; /* SPLIT_*, shard within the split */
     int64_t *segments;
     double *seconds_read;
     double *stat_n, *stat_mean, *stat_m2;
     int64_t *spill_offset; /* local: where this rank spilled the file's segments */
     /* shards */
-    int n_shards[2];       /* after clamping to the number of files */
+    int n_shards[2]; /* after clamping to the number of files */
     /* this rank's work */
     long *mine;
     long n_mine;
     int spill_fd;
     int64_t spill_end;
-    atomic_int failed;     /* an I/O failure while preparing: the run stops after the phase */
+    atomic_int failed; /* an I/O failure while preparing: the run stops after the phase */
     char failure[REASON_MAX + PATH_MAX_LEN];
-    pthread_mutex_t lock;  /* spill_end and progress */
+    pthread_mutex_t lock; /* spill_end and progress */
     rmx_progress progress;
     long progress_done;
 } prep_run;
@@ -558,8 +596,10 @@ static void run_phase(prep_run *r, const char *label, int (*is_mine)(const prep_
 /* ---------------------------------------------------------------- phase 2: split */
 
 static uint64_t mix64(uint64_t x) {
-    x ^= x >> 30; x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27; x *= 0x94d049bb133111ebull;
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
     return x ^ (x >> 31);
 }
 
@@ -652,7 +692,9 @@ static int spill(prep_run *r, long i, const float *seg, int64_t values, char *wh
     for (size_t done = 0; done < bytes;) {
         ssize_t w = pwrite(r->spill_fd, (const char *)seg + done, bytes - done, (off_t)(at + (int64_t)done));
         if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return rmx_seterr(why, whylen, "writing the scratch file: %s", w < 0 ? strerror(errno) : "disk full");
+        if (w <= 0)
+            return rmx_seterr(why, whylen, "writing the scratch file: %s",
+                              w < 0 ? strerror(errno) : "disk full");
         done += (size_t)w;
     }
     return 0;
@@ -664,7 +706,8 @@ static int prepare_file(prep_run *r, long i, char *why, size_t whylen) {
     float *x = NULL, *logmel = NULL, *seg = NULL;
     int64_t n = 0;
     rmx_audio_info info;
-    rmx_audio_status s = rmx_audio_load_mono(r->list->files[i].path, a->sample_rate, &x, &n, &info, why, whylen);
+    rmx_audio_status s =
+        rmx_audio_load_mono(r->list->files[i].path, a->sample_rate, &x, &n, &info, why, whylen);
     if (s != RMX_AUDIO_OK) {
         set_reason(r, i, s, why);
         return 1;
@@ -673,11 +716,12 @@ static int prepare_file(prep_run *r, long i, char *why, size_t whylen) {
     int64_t values = frames * a->n_mels;
     int rc = 0;
     if (n_seg < 1) {
-        snprintf(why, whylen, "too short: %.2f s after decoding, one segment needs %d frames", (double)n / a->sample_rate,
-                 a->segment_frames);
+        snprintf(why, whylen, "too short: %.2f s after decoding, one segment needs %d frames",
+                 (double)n / a->sample_rate, a->segment_frames);
         set_reason(r, i, RMX_SKIP_TOO_SHORT, why);
         rc = 1;
-    } else if (!(logmel = malloc((size_t)values * sizeof *logmel)) || !(seg = malloc((size_t)values * sizeof *seg))) {
+    } else if (!(logmel = malloc((size_t)values * sizeof *logmel)) ||
+               !(seg = malloc((size_t)values * sizeof *seg))) {
         rc = rmx_seterr(why, whylen, "out of memory for %lld mel values", (long long)values);
     } else if ((rc = rmx_mel_compute(r->mel, x, n, frames, logmel, why, whylen)) == 0) {
         cut_segments(logmel, frames, a->n_mels, a->segment_frames, n_seg, seg);
@@ -778,9 +822,12 @@ static void shard_numbers(const prep_run *r, int split, int *number, int *count)
 static int read_spill(const prep_run *r, long i, float *buf, int64_t values, char *err, size_t errlen) {
     size_t bytes = (size_t)values * sizeof *buf;
     for (size_t done = 0; done < bytes;) {
-        ssize_t got = pread(r->spill_fd, (char *)buf + done, bytes - done, (off_t)(r->spill_offset[i] + (int64_t)done));
+        ssize_t got =
+            pread(r->spill_fd, (char *)buf + done, bytes - done, (off_t)(r->spill_offset[i] + (int64_t)done));
         if (got < 0 && errno == EINTR) continue;
-        if (got <= 0) return rmx_seterr(err, errlen, "reading the scratch file: %s", got < 0 ? strerror(errno) : "short read");
+        if (got <= 0)
+            return rmx_seterr(err, errlen, "reading the scratch file: %s",
+                              got < 0 ? strerror(errno) : "short read");
         done += (size_t)got;
     }
     return 0;
@@ -833,7 +880,8 @@ static int64_t my_segments(const prep_run *r) {
 }
 
 /* HDF5 calls stay on this one thread; the shard writer's own locking is not relied on. */
-static int write_my_shards(prep_run *r, const char *staging, const rmx_mel_params *p, char *err, size_t errlen) {
+static int write_my_shards(prep_run *r, const char *staging, const rmx_mel_params *p, char *err,
+                           size_t errlen) {
     float *buf = malloc((size_t)(largest_file_values(r) + 1) * sizeof *buf);
     int *number = malloc((size_t)(r->n_shards[0] + r->n_shards[1] + 1) * sizeof *number);
     int rc = (!buf || !number) ? rmx_seterr(err, errlen, "out of memory writing shards") : 0;
@@ -880,9 +928,12 @@ static int check_earlier_output(const char *outdir, const char *sub, int force, 
     closedir(d);
     if (entries == 0) return 0;
     if (!force)
-        return rmx_seterr(err, errlen, "%s already holds a dataset; pass --force to replace it or choose another OUTDIR", dir);
+        return rmx_seterr(err, errlen,
+                          "%s already holds a dataset; pass --force to replace it or choose another OUTDIR",
+                          dir);
     if (others > 0)
-        return rmx_seterr(err, errlen, "refusing to replace %s: it holds files that are not shards (%s)", dir, other);
+        return rmx_seterr(err, errlen, "refusing to replace %s: it holds files that are not shards (%s)", dir,
+                          other);
     return 0;
 }
 
@@ -947,8 +998,8 @@ static int alloc_run(prep_run *r, long n) {
     r->stat_m2 = calloc(un, sizeof *r->stat_m2);
     r->spill_offset = calloc(un, sizeof *r->spill_offset);
     r->mine = calloc(un, sizeof *r->mine);
-    return r->status && r->late && r->reason && r->split && r->shard && r->segments && r->seconds_read && r->stat_n &&
-                   r->stat_mean && r->stat_m2 && r->spill_offset && r->mine
+    return r->status && r->late && r->reason && r->split && r->shard && r->segments && r->seconds_read &&
+                   r->stat_n && r->stat_mean && r->stat_m2 && r->spill_offset && r->mine
                ? 0
                : -1;
 }
@@ -985,14 +1036,16 @@ static int setup_on_rank0(prep_list *list, const char *input, const char *outdir
     if (rmx_mkdirs(outdir, err, errlen) != 0) return RMX_EXIT_USAGE;
     for (int s = 0; s < 2; s++)
         if (check_earlier_output(outdir, SPLIT_DIR[s], o->force, err, errlen) != 0) return RMX_EXIT_USAGE;
-    return make_staging(outdir, (long)getpid(), staging, cap, err, errlen) == 0 ? RMX_EXIT_OK : RMX_EXIT_FAILURE;
+    return make_staging(outdir, (long)getpid(), staging, cap, err, errlen) == 0 ? RMX_EXIT_OK
+                                                                                : RMX_EXIT_FAILURE;
 }
 
 static int open_spill(prep_run *r, const char *staging, char *err, size_t errlen) {
     char path[PATH_MAX_LEN];
     snprintf(path, sizeof path, "%s/spill-%d-XXXXXX", staging, r->rank);
     r->spill_fd = mkstemp(path);
-    if (r->spill_fd < 0) return rmx_seterr(err, errlen, "%s: cannot create scratch file: %s", path, strerror(errno));
+    if (r->spill_fd < 0)
+        return rmx_seterr(err, errlen, "%s: cannot create scratch file: %s", path, strerror(errno));
     /* Unlinked at once: the log-mel scratch space disappears with the process, whatever happens. */
     unlink(path);
     return 0;
@@ -1036,11 +1089,12 @@ static int count_shards(const prep_run *r, int split) {
     return count;
 }
 
-static int run_pipeline(prep_run *r, const char *staging, MPI_Comm comm, rmx_prep_summary *summary,
-                        char *err, size_t errlen) {
+static int run_pipeline(prep_run *r, const char *staging, MPI_Comm comm, rmx_prep_summary *summary, char *err,
+                        size_t errlen) {
     int code = agree(comm, probe_and_split(r, comm, err, errlen), err, errlen);
     if (code != RMX_EXIT_OK) return code;
-    code = agree(comm, open_spill(r, staging, err, errlen) == 0 ? RMX_EXIT_OK : RMX_EXIT_FAILURE, err, errlen);
+    code =
+        agree(comm, open_spill(r, staging, err, errlen) == 0 ? RMX_EXIT_OK : RMX_EXIT_FAILURE, err, errlen);
     if (code != RMX_EXIT_OK) return code;
     code = agree(comm, prepare_all(r, comm, err, errlen), err, errlen);
     if (code != RMX_EXIT_OK) return code;
@@ -1055,7 +1109,8 @@ static int run_pipeline(prep_run *r, const char *staging, MPI_Comm comm, rmx_pre
     if (summary->train_segments == 0) {
         /* every rank knows it; one message is enough */
         if (r->rank == 0)
-            rmx_seterr(err, errlen, "no usable audio: all %d files were skipped, nothing written", r->list->n);
+            rmx_seterr(err, errlen, "no usable audio: all %d files were skipped, nothing written",
+                       r->list->n);
         return RMX_EXIT_DATA;
     }
     summary->train_shards = count_shards(r, SPLIT_TRAIN);
@@ -1075,9 +1130,10 @@ static rmx_mel *check_and_plan(const rmx_prep_options *o, int rank, char *err, s
     return m;
 }
 
-static int prepare_and_write(prep_run *r, prep_list *list, char *staging, MPI_Comm comm, rmx_prep_summary *summary,
-                             char *err, size_t errlen) {
-    int code = agree(comm, share_list(list, r->rank, comm, err, errlen) ? RMX_EXIT_FAILURE : RMX_EXIT_OK, err, errlen);
+static int prepare_and_write(prep_run *r, prep_list *list, char *staging, MPI_Comm comm,
+                             rmx_prep_summary *summary, char *err, size_t errlen) {
+    int code = agree(comm, share_list(list, r->rank, comm, err, errlen) ? RMX_EXIT_FAILURE : RMX_EXIT_OK, err,
+                     errlen);
     if (code != RMX_EXIT_OK) return code;
     MPI_Bcast(staging, PATH_MAX_LEN, MPI_CHAR, 0, comm);
     r->list = list;
@@ -1102,8 +1158,9 @@ int rmx_prep_run(const char *input, const char *outdir, const rmx_prep_options *
     prep_list list = {0};
     char staging[PATH_MAX_LEN] = "";
     int created = 0;
-    int code = r.rank == 0 ? setup_on_rank0(&list, input, outdir, o, staging, sizeof staging, &created, err, errlen)
-                           : RMX_EXIT_OK;
+    int code = r.rank == 0
+                   ? setup_on_rank0(&list, input, outdir, o, staging, sizeof staging, &created, err, errlen)
+                   : RMX_EXIT_OK;
     code = agree(comm, code, err, errlen);
     if (code == RMX_EXIT_OK) code = prepare_and_write(&r, &list, staging, comm, summary, err, errlen);
     if (r.rank == 0) {

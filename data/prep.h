@@ -37,9 +37,9 @@ typedef struct {
     double val_fraction; /* of each genre's files, 0 <= f < 1 */
     int train_shards;    /* at most; never more than the split has files */
     int val_shards;
-    int threads;         /* per rank */
-    uint64_t seed;       /* picks the val files */
-    int force;           /* replace OUTDIR/train and OUTDIR/val of an earlier run */
+    int threads;   /* per rank */
+    uint64_t seed; /* picks the val files */
+    int force;     /* replace OUTDIR/train and OUTDIR/val of an earlier run */
 } rmx_prep_options;
 
 typedef struct {
@@ -47,9 +47,9 @@ typedef struct {
     int files_skipped[RMX_SKIP_COUNT]; /* index 0 unused */
     int train_files, val_files;
     int64_t train_segments, val_segments;
-    int train_shards, val_shards;      /* written */
-    double seconds_read;               /* audio decoded from the used files */
-    double seconds_segmented;          /* audio inside the kept segments */
+    int train_shards, val_shards; /* written */
+    double seconds_read;          /* audio decoded from the used files */
+    double seconds_segmented;     /* audio inside the kept segments */
     int n_genres;
     char genre_names[RMX_MAX_GENRES][RMX_GENRE_NAME_MAX];
     int64_t genre_train_segments[RMX_MAX_GENRES], genre_val_segments[RMX_MAX_GENRES];

@@ -91,19 +91,40 @@ static int parse_seed(const char *arg, uint64_t *out, char *err, size_t errlen) 
 }
 
 enum {
-    OPT_SAMPLE_RATE = 256, OPT_N_FFT, OPT_HOP, OPT_MELS, OPT_FMIN, OPT_FMAX, OPT_LOG_FLOOR, OPT_SEGMENT,
-    OPT_VAL_FRACTION, OPT_SHARDS, OPT_VAL_SHARDS, OPT_THREADS, OPT_SEED, OPT_FORCE, OPT_DEMO
+    OPT_SAMPLE_RATE = 256,
+    OPT_N_FFT,
+    OPT_HOP,
+    OPT_MELS,
+    OPT_FMIN,
+    OPT_FMAX,
+    OPT_LOG_FLOOR,
+    OPT_SEGMENT,
+    OPT_VAL_FRACTION,
+    OPT_SHARDS,
+    OPT_VAL_SHARDS,
+    OPT_THREADS,
+    OPT_SEED,
+    OPT_FORCE,
+    OPT_DEMO
 };
 
 static const struct option LONG_OPTIONS[] = {
-    {"sample-rate", required_argument, NULL, OPT_SAMPLE_RATE}, {"n-fft", required_argument, NULL, OPT_N_FFT},
-    {"hop", required_argument, NULL, OPT_HOP},                 {"mels", required_argument, NULL, OPT_MELS},
-    {"fmin", required_argument, NULL, OPT_FMIN},               {"fmax", required_argument, NULL, OPT_FMAX},
-    {"log-floor", required_argument, NULL, OPT_LOG_FLOOR},     {"segment", required_argument, NULL, OPT_SEGMENT},
-    {"val-fraction", required_argument, NULL, OPT_VAL_FRACTION}, {"shards", required_argument, NULL, OPT_SHARDS},
-    {"val-shards", required_argument, NULL, OPT_VAL_SHARDS},   {"threads", required_argument, NULL, OPT_THREADS},
-    {"seed", required_argument, NULL, OPT_SEED},               {"force", no_argument, NULL, OPT_FORCE},
-    {"demo", no_argument, NULL, OPT_DEMO},                     {"help", no_argument, NULL, 'h'},
+    {"sample-rate", required_argument, NULL, OPT_SAMPLE_RATE},
+    {"n-fft", required_argument, NULL, OPT_N_FFT},
+    {"hop", required_argument, NULL, OPT_HOP},
+    {"mels", required_argument, NULL, OPT_MELS},
+    {"fmin", required_argument, NULL, OPT_FMIN},
+    {"fmax", required_argument, NULL, OPT_FMAX},
+    {"log-floor", required_argument, NULL, OPT_LOG_FLOOR},
+    {"segment", required_argument, NULL, OPT_SEGMENT},
+    {"val-fraction", required_argument, NULL, OPT_VAL_FRACTION},
+    {"shards", required_argument, NULL, OPT_SHARDS},
+    {"val-shards", required_argument, NULL, OPT_VAL_SHARDS},
+    {"threads", required_argument, NULL, OPT_THREADS},
+    {"seed", required_argument, NULL, OPT_SEED},
+    {"force", no_argument, NULL, OPT_FORCE},
+    {"demo", no_argument, NULL, OPT_DEMO},
+    {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0},
 };
 
@@ -118,7 +139,9 @@ static int apply_option(cli *c, int id, const char *name, const char *arg, char 
     case OPT_MELS: return parse_int(name, arg, &a->n_mels, err, errlen);
     case OPT_SEGMENT: return parse_int(name, arg, &a->segment_frames, err, errlen);
     case OPT_SHARDS: return parse_int(name, arg, &c->prep.train_shards, err, errlen);
-    case OPT_VAL_SHARDS: c->val_shards_given = 1; return parse_int(name, arg, &c->prep.val_shards, err, errlen);
+    case OPT_VAL_SHARDS:
+        c->val_shards_given = 1;
+        return parse_int(name, arg, &c->prep.val_shards, err, errlen);
     case OPT_THREADS: c->threads_given = 1; return parse_int(name, arg, &c->prep.threads, err, errlen);
     case OPT_SEED: return parse_seed(arg, &c->prep.seed, err, errlen);
     case OPT_VAL_FRACTION: return parse_double(name, arg, &c->prep.val_fraction, err, errlen);
@@ -128,7 +151,10 @@ static int apply_option(cli *c, int id, const char *name, const char *arg, char 
     }
     if (parse_double(name, arg, &d, err, errlen) != 0) return -1;
     if (id == OPT_FMIN) a->fmin = (float)d;
-    if (id == OPT_FMAX) { a->fmax = (float)d; c->fmax_given = 1; }
+    if (id == OPT_FMAX) {
+        a->fmax = (float)d;
+        c->fmax_given = 1;
+    }
     if (id == OPT_LOG_FLOOR) a->log_floor = (float)d;
     return 0;
 }
@@ -141,20 +167,26 @@ static int parse_cli(int argc, char **argv, cli *c, char *err, size_t errlen) {
     int id, index = 0;
     while ((id = getopt_long(argc, argv, ":h", LONG_OPTIONS, &index)) != -1) {
         if (id == 'h') return -1;
-        if (id == '?') return rmx_seterr(err, errlen, "unknown option '%s' (see --help)", argv[optind - 1]), RMX_EXIT_USAGE;
-        if (id == ':') return rmx_seterr(err, errlen, "option '%s' needs a value", argv[optind - 1]), RMX_EXIT_USAGE;
+        if (id == '?')
+            return rmx_seterr(err, errlen, "unknown option '%s' (see --help)", argv[optind - 1]),
+                   RMX_EXIT_USAGE;
+        if (id == ':')
+            return rmx_seterr(err, errlen, "option '%s' needs a value", argv[optind - 1]), RMX_EXIT_USAGE;
         char name[64];
         snprintf(name, sizeof name, "--%s", LONG_OPTIONS[index].name);
         if (apply_option(c, id, name, optarg, err, errlen) != 0) return RMX_EXIT_USAGE;
     }
     int want = c->demo ? 1 : 2, have = argc - optind;
     if (have != want)
-        return rmx_seterr(err, errlen, c->demo ? "--demo takes one argument, OUTDIR (see --help)"
-                                               : "expected INPUT and OUTDIR (see --help)"), RMX_EXIT_USAGE;
+        return rmx_seterr(err, errlen,
+                          c->demo ? "--demo takes one argument, OUTDIR (see --help)"
+                                  : "expected INPUT and OUTDIR (see --help)"),
+               RMX_EXIT_USAGE;
     c->input = c->demo ? NULL : argv[optind];
     c->outdir = argv[argc - 1];
     if (!c->fmax_given) c->prep.audio.fmax = c->prep.audio.sample_rate / 2.0f;
-    if (!c->val_shards_given) c->prep.val_shards = c->prep.train_shards / 4 > 1 ? c->prep.train_shards / 4 : 1;
+    if (!c->val_shards_given)
+        c->prep.val_shards = c->prep.train_shards / 4 > 1 ? c->prep.train_shards / 4 : 1;
     if (c->demo) c->prep.force = 1;
     return rmx_prep_check_options(&c->prep, err, errlen) == 0 ? RMX_EXIT_OK : RMX_EXIT_USAGE;
 }
@@ -162,7 +194,8 @@ static int parse_cli(int argc, char **argv, cli *c, char *err, size_t errlen) {
 /* CPUs this process may run on, shared among the ranks on the same node. */
 static int default_threads(void) {
     cpu_set_t set;
-    int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    int cpus =
+        sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : (int)sysconf(_SC_NPROCESSORS_ONLN);
     MPI_Comm node;
     int local = 1;
     if (MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node) == MPI_SUCCESS) {
@@ -174,7 +207,8 @@ static int default_threads(void) {
 }
 
 /* `complete` is 0 when nothing was written: then only the file counts are worth showing. */
-static void print_summary(const rmx_prep_summary *s, const rmx_prep_options *o, const char *outdir, int complete) {
+static void print_summary(const rmx_prep_summary *s, const rmx_prep_options *o, const char *outdir,
+                          int complete) {
     int skipped = 0;
     for (int r = 1; r < RMX_SKIP_COUNT; r++) skipped += s->files_skipped[r];
     printf("remixer-prep: %d files listed, %d read, %d skipped", s->files_listed, s->files_used, skipped);
@@ -185,16 +219,18 @@ static void print_summary(const rmx_prep_summary *s, const rmx_prep_options *o, 
     }
     printf("%s\n", skipped ? ")" : "");
     if (!complete) return;
-    printf("  audio: %.3f h read, %.3f h in %lld segments of %d frames\n", s->seconds_read / 3600.0,
-           s->seconds_segmented / 3600.0, (long long)(s->train_segments + s->val_segments), o->audio.segment_frames);
-    printf("  train: %d files, %lld segments, %d shards in %s/train\n", s->train_files, (long long)s->train_segments,
-           s->train_shards, outdir);
-    printf("  val:   %d files, %lld segments, %d shards in %s/val\n", s->val_files, (long long)s->val_segments,
-           s->val_shards, outdir);
+    printf("  audio: %.3f h read (%.1f s), %.3f h in %lld segments of %d frames\n", s->seconds_read / 3600.0,
+           s->seconds_read, s->seconds_segmented / 3600.0, (long long)(s->train_segments + s->val_segments),
+           o->audio.segment_frames);
+    printf("  train: %d files, %lld segments, %d shards in %s/train\n", s->train_files,
+           (long long)s->train_segments, s->train_shards, outdir);
+    printf("  val:   %d files, %lld segments, %d shards in %s/val\n", s->val_files,
+           (long long)s->val_segments, s->val_shards, outdir);
     for (int g = 0; g < s->n_genres; g++)
         printf("  genre %-16s train %6lld  val %6lld segments\n", s->genre_names[g],
                (long long)s->genre_train_segments[g], (long long)s->genre_val_segments[g]);
-    printf("  normalisation: mean %.6g, std %.6g (train log-mel)\n", (double)s->norm_mean, (double)s->norm_std);
+    printf("  normalisation: mean %.6g, std %.6g (train log-mel)\n", (double)s->norm_mean,
+           (double)s->norm_std);
     printf("  time: %.2f s\n", s->elapsed_s);
 }
 

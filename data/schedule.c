@@ -15,14 +15,16 @@ struct rmx_schedule {
 
 int rmx_schedule_check(const rmx_schedule_config *cfg, int *accum_steps, char *err, size_t errlen) {
     if (cfg->global_batch < 1)
-        return rmx_seterr(err, errlen, "train.global_batch is %lld, expected >= 1", (long long)cfg->global_batch);
+        return rmx_seterr(err, errlen, "train.global_batch is %lld, expected >= 1",
+                          (long long)cfg->global_batch);
     if (cfg->micro_batch < 1)
         return rmx_seterr(err, errlen, "train.micro_batch is %d, expected >= 1", cfg->micro_batch);
     if (cfg->world < 1 || cfg->rank < 0 || cfg->rank >= cfg->world)
         return rmx_seterr(err, errlen, "rank %d is outside a world of %d ranks", cfg->rank, cfg->world);
     int64_t per_step = (int64_t)cfg->world * cfg->micro_batch;
     if (cfg->global_batch % per_step != 0)
-        return rmx_seterr(err, errlen, "train.global_batch %lld is not divisible by world size %d x train.micro_batch %d",
+        return rmx_seterr(err, errlen,
+                          "train.global_batch %lld is not divisible by world size %d x train.micro_batch %d",
                           (long long)cfg->global_batch, cfg->world, cfg->micro_batch);
     int64_t accum = cfg->global_batch / per_step;
     if (accum > 1 << 30)

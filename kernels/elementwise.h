@@ -8,6 +8,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #ifndef RMX_HD
 #ifdef __CUDACC__
@@ -17,9 +18,36 @@
 #endif
 #endif
 
+/* ---- exponential ---- */
+
+/* e^x in plain float arithmetic, without libm: a loop calling it vectorises (a libm expf call
+ * does not), which makes SiLU several times faster on the CPU. Cody-Waite reduction
+ * x = n ln2 + r, |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation < 1e-8
+ * relative), and 2^n built in the exponent bits. About 2 ulp; the input is clamped to
+ * [-87.3, 88.3] so 2^n stays a normal float: below that the result is ~1e-38 instead of 0, above
+ * it ~2e38 instead of inf, neither of which changes a sigmoid. */
+static inline RMX_HD float rmx_expf(float x) {
+    x = x < -87.3f ? -87.3f : (x > 88.3f ? 88.3f : x);
+    /* round(x / ln2) by the 1.5 * 2^23 trick: exact round-to-nearest without rintf */
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    float r = (x - n * 0.693359375f) - n * -2.12194440e-4f; /* ln2 = hi + lo, n hi exact */
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 /* ---- SiLU: x * sigmoid(x) ---- */
 
-static inline RMX_HD float rmx_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline RMX_HD float rmx_sigmoid(float x) { return 1.0f / (1.0f + rmx_expf(-x)); }
 
 static inline RMX_HD float rmx_silu(float x) { return x * rmx_sigmoid(x); }
 

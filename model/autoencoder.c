@@ -45,6 +45,7 @@ struct rmx_ae {
     size_t arena_bytes;
     float *workspace;     /* conv scratch */
     float *grad[4];       /* backward scratch, each the size of the largest activation */
+    float *scratch;       /* transient activations (layers.h), the same size */
     float *dxhat;         /* [m, 1, M, T] */
     float *dlatent;       /* d z (kl) or d z_q (vq) [m, latent, h, w] */
     float *dencoded;      /* d moments [m, 2*latent, h, w] (kl) or d z_e (vq) */
@@ -275,6 +276,7 @@ static void plan_model(rmx_ae *ae, rmx_arena *a) {
     /* The backward scratch holds any one activation: size it after the layers are planned. */
     size_t largest = a->largest;
     for (int i = 0; i < 4; i++) ae->grad[i] = rmx_arena_floats(a, largest);
+    ae->scratch = rmx_arena_floats(a, largest);
     ae->dxhat = rmx_arena_floats(a, m * hp->mels * hp->frames);
     ae->dlatent = rmx_arena_floats(a, latent);
     ae->dencoded = rmx_arena_floats(a, encoded);
@@ -379,7 +381,7 @@ void rmx_ae_latent_shape(const rmx_ae *ae, int *channels, int *height, int *widt
 /* encoder and decoder, forward and backward                                                   */
 
 static rmx_layer_ctx layer_ctx(const rmx_ae *ae) {
-    rmx_layer_ctx ctx = {ae->be, &ae->params, ae->frozen, ae->workspace};
+    rmx_layer_ctx ctx = {ae->be, &ae->params, ae->frozen, ae->workspace, ae->scratch};
     return ctx;
 }
 
@@ -407,6 +409,7 @@ static void encoder_backward(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const 
     rmx_encoder *e = &ae->enc;
     float **g = ae->grad;
     int L = ae->hp.n_levels, R = ae->hp.res_blocks;
+    rmx_norm_act_recompute(ctx, &e->norm_out, n);
     rmx_conv_backward(ctx, &e->conv_out, n, dout, g[0]);
     rmx_norm_act_backward(ctx, &e->norm_out, n, g[0], g[0], g[1]);
     rmx_resblock_backward(ctx, &e->mid, n, g[0], g[1], g[2], g[3]);
@@ -442,6 +445,7 @@ static void decoder_backward(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const 
     rmx_decoder *d = &ae->dec;
     float **g = ae->grad;
     int L = ae->hp.n_levels, R = ae->hp.res_blocks;
+    rmx_norm_act_recompute(ctx, &d->norm_out, n);
     rmx_conv_backward(ctx, &d->conv_out, n, dxhat, g[0]);
     rmx_norm_act_backward(ctx, &d->norm_out, n, g[0], g[0], g[1]);
     int cur = 0;

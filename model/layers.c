@@ -51,23 +51,33 @@ static rmx_conv_shape conv_shape(const rmx_conv *c, int n) {
     return rmx_conv_shape_make(n, c->cin, c->h, c->w, c->cout, c->k, c->stride, c->pad);
 }
 
-void rmx_conv_plan(rmx_conv *c, rmx_arena *a, int h, int w) {
+static void conv_plan_shape(rmx_conv *c, rmx_arena *a, int h, int w) {
     c->h = h;
     c->w = w;
     rmx_conv_shape s = conv_shape(c, a->batch);
     c->hout = s.hout;
     c->wout = s.wout;
-    c->out = rmx_arena_floats(a, (size_t)a->batch * c->cout * s.hout * s.wout);
     size_t ws = a->be->conv2d_workspace(a->be, &s);
     if (ws > a->workspace) a->workspace = ws;
 }
 
+void rmx_conv_plan(rmx_conv *c, rmx_arena *a, int h, int w) {
+    conv_plan_shape(c, a, h, w);
+    c->out = rmx_arena_floats(a, (size_t)a->batch * c->cout * c->hout * c->wout);
+}
+
+void rmx_conv_plan_transient(rmx_conv *c, rmx_arena *a, int h, int w) {
+    conv_plan_shape(c, a, h, w);
+    c->out = NULL;
+}
+
 const float *rmx_conv_forward(const rmx_layer_ctx *ctx, rmx_conv *c, int n, const float *x) {
     rmx_conv_shape s = conv_shape(c, n);
+    float *y = c->out ? c->out : ctx->scratch;
     c->x = x;
     ctx->be->conv2d_fwd(ctx->be, &s, x, rmx_params_data(ctx->params, c->weight),
-                        rmx_params_data(ctx->params, c->bias), c->out, ctx->workspace);
-    return c->out;
+                        rmx_params_data(ctx->params, c->bias), y, ctx->workspace);
+    return y;
 }
 
 void rmx_conv_backward(const rmx_layer_ctx *ctx, const rmx_conv *c, int n, const float *dy,
@@ -94,7 +104,6 @@ void rmx_norm_act_plan(rmx_norm_act *na, rmx_arena *a, int hw) {
     size_t count = (size_t)a->batch * na->c * hw;
     na->hw = hw;
     na->norm = rmx_arena_floats(a, count);
-    na->out = rmx_arena_floats(a, count);
     na->mean = rmx_arena_floats(a, (size_t)a->batch * na->groups);
     na->rstd = rmx_arena_floats(a, (size_t)a->batch * na->groups);
 }
@@ -105,8 +114,12 @@ const float *rmx_norm_act_forward(const rmx_layer_ctx *ctx, rmx_norm_act *na, in
     be->groupnorm_fwd(be, n, na->c, na->hw, na->groups, RMX_GN_EPS, x,
                       rmx_params_data(ctx->params, na->weight),
                       rmx_params_data(ctx->params, na->bias), na->norm, na->mean, na->rstd);
-    be->silu_fwd(be, (size_t)n * na->c * na->hw, na->norm, na->out);
-    return na->out;
+    be->silu_fwd(be, (size_t)n * na->c * na->hw, na->norm, ctx->scratch);
+    return ctx->scratch;
+}
+
+void rmx_norm_act_recompute(const rmx_layer_ctx *ctx, const rmx_norm_act *na, int n) {
+    ctx->be->silu_fwd(ctx->be, (size_t)n * na->c * na->hw, na->norm, ctx->scratch);
 }
 
 void rmx_norm_act_backward(const rmx_layer_ctx *ctx, const rmx_norm_act *na, int n,
@@ -146,7 +159,7 @@ void rmx_resblock_plan(rmx_resblock *rb, rmx_arena *a, int h, int w) {
     rmx_conv_plan(&rb->conv1, a, h, w);
     rmx_norm_act_plan(&rb->act2, a, h * w);
     rmx_conv_plan(&rb->conv2, a, h, w);
-    if (rb->has_skip) rmx_conv_plan(&rb->skip, a, h, w);
+    if (rb->has_skip) rmx_conv_plan_transient(&rb->skip, a, h, w);
 }
 
 const float *rmx_resblock_forward(const rmx_layer_ctx *ctx, rmx_resblock *rb, int n, const float *x) {
@@ -154,7 +167,8 @@ const float *rmx_resblock_forward(const rmx_layer_ctx *ctx, rmx_resblock *rb, in
     h = rmx_conv_forward(ctx, &rb->conv1, n, h);
     h = rmx_norm_act_forward(ctx, &rb->act2, n, h);
     rmx_conv_forward(ctx, &rb->conv2, n, h);
-    /* conv2's output buffer doubles as the block's output: out = h + skip(x). */
+    /* conv2's output buffer doubles as the block's output: out = h + skip(x); the skip conv's
+     * output is transient (the SiLU output conv2 read is no longer needed). */
     const float *shortcut = rb->has_skip ? rmx_conv_forward(ctx, &rb->skip, n, x) : x;
     ctx->be->axpy(ctx->be, (size_t)n * rb->cout * rb->h * rb->w, 1.0f, shortcut, rb->conv2.out);
     return rb->conv2.out;
@@ -168,8 +182,10 @@ void rmx_resblock_backward(const rmx_layer_ctx *ctx, const rmx_resblock *rb, int
         rmx_conv_backward(ctx, &rb->skip, n, dout, dx);
     else
         be->copy(be, dx, dout, (size_t)n * rb->cout * rb->h * rb->w * sizeof(float));
+    rmx_norm_act_recompute(ctx, &rb->act2, n);
     rmx_conv_backward(ctx, &rb->conv2, n, dout, tmp1);
     rmx_norm_act_backward(ctx, &rb->act2, n, tmp1, tmp1, tmp2);
+    rmx_norm_act_recompute(ctx, &rb->act1, n);
     rmx_conv_backward(ctx, &rb->conv1, n, tmp1, tmp2);
     rmx_norm_act_backward(ctx, &rb->act1, n, tmp2, tmp2, tmp1);
     be->axpy(be, (size_t)n * rb->cin * rb->h * rb->w, 1.0f, tmp2, dx);

@@ -2,6 +2,11 @@
  * nearest-x2 upsample + convolution. No autograd: each block keeps the activations its backward
  * needs (carved from the model's arena) and remembers the input of its last forward.
  *
+ * Memory: a SiLU output is read only by the conv right after it, and a shortcut conv's output
+ * only by the add after it, so both live in ONE shared scratch tensor (ctx->scratch) instead of
+ * a tensor per layer; the backward recomputes a SiLU output into the scratch just before the
+ * conv backward that needs it (one cheap element-wise pass; about a sixth of the arena saved).
+ *
  * Gradient conventions follow kernels/backend.h: input gradients are written, weight gradients
  * accumulate into the registry's flat gradient buffer, and a frozen context (remix stage) skips the
  * weight gradients but still propagates input gradients. */
@@ -39,6 +44,7 @@ typedef struct {
     const rmx_params *params;
     int frozen;       /* 1: weight gradients skipped */
     float *workspace; /* conv scratch of arena.workspace floats */
+    float *scratch;   /* transient activations, the size of the largest activation */
 } rmx_layer_ctx;
 
 /* ---- convolution [cout, cin, k, k] + bias [cout], PyTorch's default init ---- */
@@ -46,13 +52,15 @@ typedef struct {
     int weight, bias; /* tensor numbers in the registry */
     int cin, cout, k, stride, pad;
     int h, w, hout, wout; /* planned input and output size */
-    float *out;           /* [m, cout, hout, wout] */
+    float *out;           /* [m, cout, hout, wout], or NULL: the output goes to ctx->scratch */
     const float *x;       /* input of the last forward */
 } rmx_conv;
 
 void rmx_conv_register(rmx_conv *c, rmx_params *p, const char *name, int cin, int cout, int k,
                        int stride, int pad);
 void rmx_conv_plan(rmx_conv *c, rmx_arena *a, int h, int w);
+/* Like rmx_conv_plan, for an output read once right away: it goes to ctx->scratch. */
+void rmx_conv_plan_transient(rmx_conv *c, rmx_arena *a, int h, int w);
 const float *rmx_conv_forward(const rmx_layer_ctx *ctx, rmx_conv *c, int n, const float *x);
 /* dx written (NULL: skip). */
 void rmx_conv_backward(const rmx_layer_ctx *ctx, const rmx_conv *c, int n, const float *dy,
@@ -62,13 +70,17 @@ void rmx_conv_backward(const rmx_layer_ctx *ctx, const rmx_conv *c, int n, const
 typedef struct {
     int weight, bias;
     int c, groups, hw;
-    float *norm, *mean, *rstd, *out; /* norm: GroupNorm output, out: SiLU output */
+    float *norm, *mean, *rstd; /* the GroupNorm output and statistics; the SiLU output is transient */
     const float *x;
 } rmx_norm_act;
 
 void rmx_norm_act_register(rmx_norm_act *na, rmx_params *p, const char *name, int c);
 void rmx_norm_act_plan(rmx_norm_act *na, rmx_arena *a, int hw);
+/* Returns the SiLU output, in ctx->scratch: to be consumed before the next transient output. */
 const float *rmx_norm_act_forward(const rmx_layer_ctx *ctx, rmx_norm_act *na, int n, const float *x);
+/* Writes the last forward's SiLU output into ctx->scratch again (before the backward of the conv
+ * that read it). */
+void rmx_norm_act_recompute(const rmx_layer_ctx *ctx, const rmx_norm_act *na, int n);
 /* dx written; dx may be the same buffer as dout; tmp is scratch of the same size. */
 void rmx_norm_act_backward(const rmx_layer_ctx *ctx, const rmx_norm_act *na, int n,
                            const float *dout, float *dx, float *tmp);
@@ -87,7 +99,8 @@ void rmx_resblock_register(rmx_resblock *rb, rmx_params *p, const char *name, in
 void rmx_resblock_plan(rmx_resblock *rb, rmx_arena *a, int h, int w);
 /* Returns the block's output [n, cout, h, w] (arena memory). */
 const float *rmx_resblock_forward(const rmx_layer_ctx *ctx, rmx_resblock *rb, int n, const float *x);
-/* dx written; dout, dx, tmp1, tmp2 are four distinct buffers of at least n*max(cin,cout)*h*w. */
+/* dx written; dout, dx, tmp1, tmp2 and ctx->scratch are distinct buffers of at least
+ * n*max(cin,cout)*h*w floats. */
 void rmx_resblock_backward(const rmx_layer_ctx *ctx, const rmx_resblock *rb, int n,
                            const float *dout, float *dx, float *tmp1, float *tmp2);
 

@@ -16,6 +16,7 @@ packages=(
   librandom123-dev                      # counter-based RNG (Philox)
   python3 python3-numpy python3-h5py    # tests read shards and checkpoints with h5py
   python3-yaml python3-jsonschema       # tests validate the Kubernetes manifests
+  shellcheck                            # tests lint the launcher scripts
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

@@ -105,7 +105,9 @@ static void apply_update(rmx_trainer *t, step_result *r) {
 /* One optimiser step. Returns 0, or an exit code when the run must stop. */
 static int train_step(rmx_trainer *t, step_result *r, double *waited) {
     *waited = accumulate_gradients(t);
-    if (*waited < 0) return RMX_EXIT_DATA;
+    /* Ranks agree before the collective reductions, so one rank's data error stops all of them
+     * instead of leaving the others waiting in an all-reduce. */
+    if (rmx_comm_any(&t->comm, *waited < 0)) return RMX_EXIT_DATA;
     rmx_params *p = rmx_ae_params(t->ae);
     sum_over_ranks(t, p->grad, p->span);
     sum_over_ranks(t, t->loss_terms, RMX_AE_N_LOSS);
@@ -215,8 +217,9 @@ int rmx_trainer_run(rmx_trainer *t) {
         rmx_progress_start(&ls.bar, "train", t->cfg.train.steps);
         rmx_progress_update(&ls.bar, t->start_step, NULL);
     }
-    int code = RMX_EXIT_OK;
-    for (t->step = t->start_step; t->step < t->cfg.train.steps; t->step++) {
+    /* A fresh run evaluates the untrained model first: the baseline later evaluations improve on. */
+    int code = t->start_step == 0 && t->val && t->cfg.eval.every > 0 ? rmx_evaluate(t, 0) : RMX_EXIT_OK;
+    for (t->step = t->start_step; code == RMX_EXIT_OK && t->step < t->cfg.train.steps; t->step++) {
         step_result r;
         double waited = 0;
         code = train_step(t, &r, &waited);

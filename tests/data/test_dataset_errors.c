@@ -220,7 +220,9 @@ static void test_shard_set(const rmx_mel_params *p) {
     good_set(dir, sizeof dir, p);
     int index = 1;
     set_attr(dir, 0, "shard_index", H5T_NATIVE_INT, &index);
-    snprintf(want, sizeof want, "%s/shard-00000.h5: attribute 'shard_index' is 1, expected 0 (its place among the shards of %s sorted by name)", dir, dir);
+    snprintf(want, sizeof want,
+             "%s/shard-00000.h5: attribute 'shard_index' is 1, expected 0 (its place among the shards of %s "
+             "sorted by name)", dir, dir);
     expect_open_error(dir, want);
 
     rmxt_subdir(g_root, "nothing", dir, sizeof dir);

@@ -179,8 +179,8 @@ static void test_restarts(rmx_backend *be) {
     run_init(&probe, be, 2, 1.0f, 0);
     rmx_params *s = rmx_ae_state(probe.ae);
     size_t span = s->span;
-    const rmx_param_info *cb_info = rmx_params_get(s, rmx_params_find(s, "vq.codebook"));
-    const rmx_param_info *cnt_info = rmx_params_get(s, rmx_params_find(s, "vq.ema_count"));
+    size_t cb_offset = rmx_params_get(s, rmx_params_find(s, "vq.codebook"))->offset;
+    size_t cnt_offset = rmx_params_get(s, rmx_params_find(s, "vq.ema_count"))->offset;
     int lc, lh, lw;
     rmx_ae_latent_shape(probe.ae, &lc, &lh, &lw);
     int hw = lh * lw;
@@ -193,7 +193,7 @@ static void test_restarts(rmx_backend *be) {
 
     /* Each restarted code holds the z_e vector the rule picks: highest priority over the step's
      * samples, at the position drawn for that (sample, code). */
-    const float *cb = a + cb_info->offset, *cnt = a + cnt_info->offset;
+    const float *cb = a + cb_offset, *cnt = a + cnt_offset;
     int verified = 0;
     for (int k = 0; k < K; k++) {
         if (counts[k] > 0) continue; /* used this step: EMA-updated, not dead */

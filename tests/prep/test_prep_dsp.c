@@ -17,14 +17,14 @@
 
 static int g_failures = 0;
 
-#define CHECK(cond, ...)                                                      \
-    do {                                                                      \
-        if (!(cond)) {                                                        \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
-            fprintf(stderr, __VA_ARGS__);                                     \
-            fputc('\n', stderr);                                              \
-            g_failures++;                                                     \
-        }                                                                     \
+#define CHECK(cond, ...)                                         \
+    do {                                                         \
+        if (!(cond)) {                                           \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
+            fprintf(stderr, __VA_ARGS__);                        \
+            fputc('\n', stderr);                                 \
+            g_failures++;                                        \
+        }                                                        \
     } while (0)
 
 enum { SR = 22050, N_FFT = 2048, HOP = 256, N_MELS = 128 };
@@ -47,8 +47,10 @@ static void reference_edges(int n_mels, double fmin, double fmax, double *edges)
 
 static void test_slaney(void) {
     const double hz[] = {0.0, 440.0, 500.0, 999.0, 1000.0, 2000.0, 6400.0, 11025.0};
-    const double mel[] = {0.0, 6.6, 7.5, 14.985, 15.0, 15.0 + 27.0 * log(2.0) / log(6.4), 42.0,
-                          15.0 + 27.0 * log(11.025) / log(6.4)};
+    const double mel[] = {0.0,  6.6,
+                          7.5,  14.985,
+                          15.0, 15.0 + 27.0 * log(2.0) / log(6.4),
+                          42.0, 15.0 + 27.0 * log(11.025) / log(6.4)};
     for (size_t i = 0; i < sizeof hz / sizeof *hz; i++) {
         CHECK(fabs(rmx_mel_from_hz(hz[i]) - mel[i]) < 1e-9, "mel(%g Hz) = %.12g, expected %.12g", hz[i],
               rmx_mel_from_hz(hz[i]), mel[i]);
@@ -59,7 +61,8 @@ static void test_slaney(void) {
     rmx_mel_band_edges(N_MELS, 0.0, SR / 2.0, got);
     reference_edges(N_MELS, 0.0, SR / 2.0, want);
     for (int i = 0; i < N_MELS + 2; i++)
-        CHECK(fabs(got[i] - want[i]) < 1e-6 * (1.0 + want[i]), "edge %d: %.9g Hz, expected %.9g", i, got[i], want[i]);
+        CHECK(fabs(got[i] - want[i]) < 1e-6 * (1.0 + want[i]), "edge %d: %.9g Hz, expected %.9g", i, got[i],
+              want[i]);
     CHECK(got[0] == 0.0 && fabs(got[N_MELS + 1] - 11025.0) < 1e-6, "edges must span 0..11025 Hz");
     /* below 1 kHz the scale is linear: equal spacing in Hz of 11025 Hz's mel / 129 * 200/3 */
     double step = reference_mel(11025.0) / (N_MELS + 1) * 200.0 / 3.0;
@@ -72,17 +75,21 @@ static void check_filter(const float *w, int n_bins, const double *e, int i) {
     double norm = 2.0 / (e[i + 2] - e[i]), bin_hz = (double)SR / N_FFT, area = 0.0;
     int peak = 0;
     for (int k = 0; k < n_bins; k++) {
-        double f = k * bin_hz, tri = fmax(0.0, fmin((f - e[i]) / (e[i + 1] - e[i]), (e[i + 2] - f) / (e[i + 2] - e[i + 1])));
-        CHECK(fabs(w[k] - norm * tri) <= 1e-6 * norm, "band %d bin %d: weight %.9g, expected %.9g", i, k, w[k], norm * tri);
+        double f = k * bin_hz,
+               tri = fmax(0.0, fmin((f - e[i]) / (e[i + 1] - e[i]), (e[i + 2] - f) / (e[i + 2] - e[i + 1])));
+        CHECK(fabs(w[k] - norm * tri) <= 1e-6 * norm, "band %d bin %d: weight %.9g, expected %.9g", i, k,
+              w[k], norm * tri);
         CHECK(w[k] >= 0.0f, "band %d bin %d: negative weight", i, k);
-        if ((f <= e[i] || f >= e[i + 2]) && w[k] != 0.0f) CHECK(0, "band %d: weight at %g Hz outside its support", i, f);
+        if ((f <= e[i] || f >= e[i + 2]) && w[k] != 0.0f)
+            CHECK(0, "band %d: weight at %g Hz outside its support", i, f);
         if (w[k] > w[peak]) peak = k;
         area += w[k] * bin_hz;
     }
     for (int k = 1; k < n_bins; k++)
         CHECK(k <= peak ? w[k] >= w[k - 1] : w[k] <= w[k - 1], "band %d is not triangular at bin %d", i, k);
     CHECK(w[peak] <= norm * (1 + 1e-6), "band %d peak %.9g above 2/(f2-f0) = %.9g", i, w[peak], norm);
-    CHECK(fabs(peak * bin_hz - e[i + 1]) <= bin_hz, "band %d peaks at %g Hz, centre %g Hz", i, peak * bin_hz, e[i + 1]);
+    CHECK(fabs(peak * bin_hz - e[i + 1]) <= bin_hz, "band %d peaks at %g Hz, centre %g Hz", i, peak * bin_hz,
+          e[i + 1]);
     if ((e[i + 2] - e[i]) / bin_hz > 20) /* wide bands: the sampled triangle integrates to ~1 */
         CHECK(fabs(area - 1.0) < 0.02, "band %d area %.4f, expected 1 (Slaney normalisation)", i, area);
 }
@@ -100,9 +107,11 @@ static void test_filterbank(void) {
         free(w);
     }
     float *w = malloc(sizeof(float) * 128 * 129);
-    CHECK(rmx_mel_filterbank(SR, 256, 128, 0.0, 11025.0, w) > 0, "128 mels on a 256-point FFT must leave bands empty");
+    CHECK(rmx_mel_filterbank(SR, 256, 128, 0.0, 11025.0, w) > 0,
+          "128 mels on a 256-point FFT must leave bands empty");
     char err[256] = "";
-    CHECK(rmx_mel_create(SR, 256, 64, 128, 0.0, 11025.0, FLOOR, err, sizeof err) == NULL, "too many mels accepted");
+    CHECK(rmx_mel_create(SR, 256, 64, 128, 0.0, 11025.0, FLOOR, err, sizeof err) == NULL,
+          "too many mels accepted");
     CHECK(strstr(err, "mel bands fall between FFT bins and would be empty") != NULL, "message: %s", err);
     free(w);
 }
@@ -153,7 +162,8 @@ static void test_stft(void) {
     }
     rmx_mel *m = default_mel();
     int64_t frames = rmx_mel_frame_count(m, n);
-    CHECK(frames == 1 + n / HOP, "frame count %lld, expected %lld", (long long)frames, (long long)(1 + n / HOP));
+    CHECK(frames == 1 + n / HOP, "frame count %lld, expected %lld", (long long)frames,
+          (long long)(1 + n / HOP));
     float *out = malloc(sizeof(float) * N_MELS * frames);
     char err[256];
     CHECK(rmx_mel_compute(m, x, n, frames, out, err, sizeof err) == 0, "compute: %s", err);
@@ -166,9 +176,11 @@ static void test_stft(void) {
         double worst = 0.0;
         for (int b = 0; b < N_MELS; b++) worst = fmax(worst, fabs(out[b * frames + probe[p]] - want[b]));
         /* float FFT against a double DFT: 1e-3 in log power is 0.004 dB */
-        CHECK(worst < 1e-3, "frame %lld differs from the reference by %.3g in log-mel", (long long)probe[p], worst);
+        CHECK(worst < 1e-3, "frame %lld differs from the reference by %.3g in log-mel", (long long)probe[p],
+              worst);
     }
-    CHECK(rmx_mel_compute(m, x, n, frames + 1, out, err, sizeof err) != 0, "asked for too many frames and got them");
+    CHECK(rmx_mel_compute(m, x, n, frames + 1, out, err, sizeof err) != 0,
+          "asked for too many frames and got them");
     rmx_mel_free(m);
     free(x);
     free(out);
@@ -192,11 +204,12 @@ static void test_sine(void) {
             if (fabs(e[b + 1] - freqs[f]) < fabs(e[nearest + 1] - freqs[f])) nearest = b;
             if (out[b * frames + mid] > out[peak * frames + mid]) peak = b;
         }
-        CHECK(peak == nearest, "%g Hz peaks in band %d (centre %.1f Hz), nearest centre is band %d (%.1f Hz)", freqs[f],
-              peak, e[peak + 1], nearest, e[nearest + 1]);
+        CHECK(peak == nearest, "%g Hz peaks in band %d (centre %.1f Hz), nearest centre is band %d (%.1f Hz)",
+              freqs[f], peak, e[peak + 1], nearest, e[nearest + 1]);
         /* far from the tone only leakage and the floor remain: at least 60 dB (13.8 nats) down */
         int far = nearest > N_MELS / 2 ? 5 : N_MELS - 5;
-        CHECK(out[peak * frames + mid] - out[far * frames + mid] > 13.8, "%g Hz: band %d is not quiet", freqs[f], far);
+        CHECK(out[peak * frames + mid] - out[far * frames + mid] > 13.8, "%g Hz: band %d is not quiet",
+              freqs[f], far);
     }
     rmx_mel_free(m);
     free(x);
@@ -231,7 +244,8 @@ static int write_fixture(const char *path, int rate, int channels, double second
     float *buf = malloc(sizeof(float) * n * channels);
     for (int64_t i = 0; i < n; i++) {
         double t = (double)i / rate, c = content(t) * fade(t, seconds), d = side(t) * fade(t, seconds);
-        if (channels == 1) buf[i] = (float)c;
+        if (channels == 1)
+            buf[i] = (float)c;
         else {
             buf[2 * i] = (float)(c + d);
             buf[2 * i + 1] = (float)(c - d);
@@ -271,7 +285,8 @@ static void test_resample(const char *dir) {
     rmx_mel *m = default_mel();
     int64_t fa, fb;
     float *a = load_logmel(m, hi, &fa), *b = load_logmel(m, lo, &fb);
-    CHECK(fa == fb, "frame counts differ: %lld from 44.1 kHz, %lld from 22.05 kHz", (long long)fa, (long long)fb);
+    CHECK(fa == fb, "frame counts differ: %lld from 44.1 kHz, %lld from 22.05 kHz", (long long)fa,
+          (long long)fb);
     float loudest = -INFINITY;
     for (int64_t i = 0; i < N_MELS * fb; i++) loudest = fmaxf(loudest, b[i]);
     double worst = 0.0, sum = 0.0;
@@ -298,16 +313,23 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *c = argv[1];
-    if (strcmp(c, "slaney") == 0) test_slaney();
-    else if (strcmp(c, "filterbank") == 0) test_filterbank();
-    else if (strcmp(c, "stft") == 0) test_stft();
-    else if (strcmp(c, "sine") == 0) test_sine();
-    else if (strcmp(c, "resample") == 0 && argc > 2) test_resample(argv[2]);
+    if (strcmp(c, "slaney") == 0)
+        test_slaney();
+    else if (strcmp(c, "filterbank") == 0)
+        test_filterbank();
+    else if (strcmp(c, "stft") == 0)
+        test_stft();
+    else if (strcmp(c, "sine") == 0)
+        test_sine();
+    else if (strcmp(c, "resample") == 0 && argc > 2)
+        test_resample(argv[2]);
     else {
         fprintf(stderr, "unknown case '%s'\n", c);
         return 2;
     }
-    if (g_failures) fprintf(stderr, "%s: %d check(s) failed\n", c, g_failures);
-    else printf("%s: ok\n", c);
+    if (g_failures)
+        fprintf(stderr, "%s: %d check(s) failed\n", c, g_failures);
+    else
+        printf("%s: ok\n", c);
     return g_failures ? 1 : 0;
 }
