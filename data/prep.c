@@ -252,52 +252,72 @@ static char *csv_field(char *p, char *field, size_t cap) {
     return *p == ',' ? p + 1 : NULL;
 }
 
-static int csv_split_line(char *line, char *path, char *genre, size_t cap) {
+/* Splits a line into its first two fields (each buffer PATH_MAX_LEN); returns the field count,
+ * 3 meaning "more than two". */
+static int csv_split_line(char *line, char *path, char *genre) {
     while (isspace((unsigned char)*line)) line++;
-    char *rest = csv_field(line, path, cap);
+    char *rest = csv_field(line, path, PATH_MAX_LEN);
     if (!rest) return 1;
     while (isspace((unsigned char)*rest)) rest++;
-    return csv_field(rest, genre, cap) ? 3 : 2;
+    return csv_field(rest, genre, PATH_MAX_LEN) ? 3 : 2;
 }
 
 typedef struct {
-    char path[PATH_MAX_LEN];
-    char genre[RMX_GENRE_NAME_MAX * 2];
+    char *path, *genre;
+    int line;
 } csv_row;
+
+static void free_rows(csv_row *rows, int n) {
+    for (int i = 0; i < n; i++) {
+        free(rows[i].path);
+        free(rows[i].genre);
+    }
+    free(rows);
+}
+
+static int grow_rows(csv_row **rows, int n, int *cap) {
+    if (n < *cap) return 0;
+    int want = *cap ? 2 * *cap : 256;
+    csv_row *grown = realloc(*rows, (size_t)want * sizeof *grown);
+    if (!grown) return -1;
+    *rows = grown;
+    *cap = want;
+    return 0;
+}
 
 static int read_csv_rows(const char *csv, csv_row **out, int *count, char *err, size_t errlen) {
     FILE *f = fopen(csv, "r");
     if (!f) return rmx_seterr(err, errlen, "%s: cannot open: %s", csv, strerror(errno));
     csv_row *rows = NULL;
     int n = 0, cap = 0, rc = 0, lineno = 0, seen_content = 0;
-    char *line = NULL;
+    char *line = NULL, *path = malloc(PATH_MAX_LEN), *genre = malloc(PATH_MAX_LEN);
+    if (!path || !genre) rc = rmx_seterr(err, errlen, "out of memory reading %s", csv);
     size_t linecap = 0;
     while (rc == 0 && getline(&line, &linecap, f) >= 0) {
         lineno++;
         line[strcspn(line, "\r\n")] = 0;
         if (line[strspn(line, " \t")] == 0) continue;
-        csv_row row;
-        int fields = csv_split_line(line, row.path, row.genre, sizeof row.genre);
+        int fields = csv_split_line(line, path, genre);
         int first = !seen_content;
         seen_content = 1;
-        if (first && fields == 2 && strcasecmp(row.path, "path") == 0 && strcasecmp(row.genre, "genre") == 0)
+        if (first && fields == 2 && strcasecmp(path, "path") == 0 && strcasecmp(genre, "genre") == 0)
             continue;
-        if (fields != 2 || !row.path[0] || !row.genre[0]) {
+        if (fields != 2 || !path[0] || !genre[0]) {
             rc = rmx_seterr(err, errlen, "%s:%d: expected 'path,genre', got '%s'", csv, lineno, line);
-            break;
+        } else if (strlen(path) >= PATH_MAX_LEN - 1) {
+            rc = rmx_seterr(err, errlen, "%s:%d: path longer than %d characters", csv, lineno,
+                            PATH_MAX_LEN - 2);
+        } else if (grow_rows(&rows, n, &cap) != 0) {
+            rc = rmx_seterr(err, errlen, "out of memory reading %s", csv);
+        } else {
+            csv_row *row = &rows[n++];
+            *row = (csv_row){strdup(path), strdup(genre), lineno};
+            if (!row->path || !row->genre) rc = rmx_seterr(err, errlen, "out of memory reading %s", csv);
         }
-        if (n == cap) {
-            cap = cap ? 2 * cap : 256;
-            csv_row *grown = realloc(rows, (size_t)cap * sizeof *grown);
-            if (!grown) {
-                rc = rmx_seterr(err, errlen, "out of memory reading %s", csv);
-                break;
-            }
-            rows = grown;
-        }
-        rows[n++] = row;
     }
     free(line);
+    free(path);
+    free(genre);
     fclose(f);
     *out = rows;
     *count = n;
@@ -355,12 +375,34 @@ static int list_from_rows(prep_list *l, const char *csv, const csv_row *rows, in
     return rc;
 }
 
+static int cmp_row_path(const void *a, const void *b) {
+    const csv_row *x = *(const csv_row *const *)a, *y = *(const csv_row *const *)b;
+    int c = strcmp(x->path, y->path);
+    return c ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+/* A file listed twice could land in both train and val, or carry two labels: refused. */
+static int check_unique_paths(const char *csv, const csv_row *rows, int n, char *err, size_t errlen) {
+    const csv_row **sorted = malloc((size_t)(n ? n : 1) * sizeof *sorted);
+    if (!sorted) return rmx_seterr(err, errlen, "out of memory reading %s", csv);
+    for (int i = 0; i < n; i++) sorted[i] = &rows[i];
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_row_path);
+    int rc = 0;
+    for (int i = 1; rc == 0 && i < n; i++)
+        if (strcmp(sorted[i]->path, sorted[i - 1]->path) == 0)
+            rc = rmx_seterr(err, errlen, "%s:%d: '%s' is listed again (first on line %d)", csv,
+                            sorted[i]->line, sorted[i]->path, sorted[i - 1]->line);
+    free(sorted);
+    return rc;
+}
+
 static int list_csv(prep_list *l, const char *csv, char *err, size_t errlen) {
     csv_row *rows = NULL;
     int n = 0;
     int rc = read_csv_rows(csv, &rows, &n, err, errlen);
+    if (rc == 0) rc = check_unique_paths(csv, rows, n, err, errlen);
     if (rc == 0) rc = list_from_rows(l, csv, rows, n, err, errlen);
-    free(rows);
+    free_rows(rows, n);
     return rc;
 }
 

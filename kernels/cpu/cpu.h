@@ -13,6 +13,26 @@ static inline int rmx_cpu_threads(const rmx_backend *be) {
     return ((const rmx_cpu_impl *)be->impl)->threads;
 }
 
+/* The hot element-wise loops are compiled for AVX-512, for AVX2 + FMA and for baseline x86-64, and
+ * the loader picks the widest the CPU has: the build stays portable (no -march) and a modern core
+ * still gets its full vector width. Every clone does the same IEEE operations in the same order
+ * (the library is built with -ffp-contract=off), so results do not depend on the clone. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define RMX_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define RMX_CLONES
+#endif
+
+/* Thread t's share [*begin, *end) of n elements, cut at multiples of 16 floats (64 bytes) so two
+ * threads never write the same cache line. */
+static inline void rmx_thread_range(size_t n, int t, int nth, size_t *begin, size_t *end) {
+    size_t per = (n / 16 + (size_t)nth - 1) / (size_t)nth * 16;
+    size_t b = per * (size_t)t, e = b + per;
+    if (t == nth - 1 || e > n) e = n;
+    *begin = b < n ? b : n;
+    *end = e;
+}
+
 /* Sum of n floats in double. Eight independent accumulators let the compiler vectorise the loop;
  * the grouping depends on n alone, so the result never depends on threads or alignment. */
 static inline double rmx_sum_f64(const float *x, size_t n) {

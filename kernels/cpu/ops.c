@@ -135,14 +135,32 @@ static void cpu_groupnorm_bwd(rmx_backend *be, int n, int c, int hw, int groups,
 
 /* ---- activations and resampling ---- */
 
+/* SiLU is the one element-wise op with real arithmetic (an exponential and a division per
+ * element), so its loops get the vector-width clones. */
+RMX_CLONES static void silu_fwd_range(const float *x, float *y, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; i++) y[i] = rmx_silu(x[i]);
+}
+
+RMX_CLONES static void silu_bwd_range(const float *x, const float *dy, float *dx, size_t begin, size_t end) {
+    for (size_t i = begin; i < end; i++) dx[i] = dy[i] * rmx_silu_grad(x[i]);
+}
+
 static void cpu_silu_fwd(rmx_backend *be, size_t n, const float *x, float *y) {
-#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) y[i] = rmx_silu(x[i]);
+#pragma omp parallel num_threads(rmx_cpu_threads(be)) if (n > PAR_MIN)
+    {
+        size_t b, e;
+        rmx_thread_range(n, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
+        silu_fwd_range(x, y, b, e);
+    }
 }
 
 static void cpu_silu_bwd(rmx_backend *be, size_t n, const float *x, const float *dy, float *dx) {
-#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(static) if (n > PAR_MIN)
-    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * rmx_silu_grad(x[i]);
+#pragma omp parallel num_threads(rmx_cpu_threads(be)) if (n > PAR_MIN)
+    {
+        size_t b, e;
+        rmx_thread_range(n, omp_get_thread_num(), omp_get_num_threads(), &b, &e);
+        silu_bwd_range(x, dy, dx, b, e);
+    }
 }
 
 static void cpu_upsample2x_fwd(rmx_backend *be, int n, int c, int h, int w, const float *x, float *y) {

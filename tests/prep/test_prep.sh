@@ -132,6 +132,9 @@ case_usage() {
     printf 'path,genre\nonly-a-path\n' >bad.csv
     run 2 "$PREP" bad.csv out
     has_line err.txt "remixer-prep: error: bad.csv:2: expected 'path,genre', got 'only-a-path'"
+    printf 'a.wav,rock\nb.wav,rock\n\na.wav,jazz\n' >twice.csv
+    run 2 "$PREP" twice.csv out
+    has_line err.txt "remixer-prep: error: twice.csv:4: 'a.wav' is listed again (first on line 1)"
     run 3 "$PREP" in out
     has_line err.txt "remixer-prep: error: in: no audio files found (expected sub-folders <genre>/ holding .wav, .flac, .ogg or .mp3 files)"
     [ ! -e out ] || fail "a refused run created OUTDIR"
