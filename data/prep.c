@@ -672,7 +672,7 @@ static int val_count(int n, double fraction) {
     return v < 1 ? 1 : v > n - 1 ? n - 1 : v;
 }
 
-static int split_genre(prep_run *r, int genre, keyed_file *scratch) {
+static void split_genre(prep_run *r, int genre, keyed_file *scratch) {
     int n = 0;
     for (long i = 0; i < r->list->n; i++) {
         if (r->status[i] != 0 || r->list->files[i].genre != genre) continue;
@@ -682,7 +682,6 @@ static int split_genre(prep_run *r, int genre, keyed_file *scratch) {
     qsort(scratch, (size_t)n, sizeof *scratch, cmp_keyed);
     int v = val_count(n, r->o->val_fraction);
     for (int k = 0; k < v; k++) r->split[scratch[k].index] = SPLIT_VAL;
-    return n;
 }
 
 static int split_files(prep_run *r) {
@@ -851,14 +850,21 @@ static void fill_summary(const prep_run *r, rmx_prep_summary *s) {
 /* Shards all of whose files were skipped are dropped and the rest numbered 0..count-1, so a
  * dataset never holds an empty shard. */
 static void shard_numbers(const prep_run *r, int split, int *number, int *count) {
+    for (int s = 0; s < r->n_shards[split]; s++) number[s] = 0;
+    for (long i = 0; i < r->list->n; i++) /* a usable file has at least one segment */
+        if (r->status[i] == 0 && r->split[i] == split) number[r->shard[i]] = 1;
     int next = 0;
-    for (int s = 0; s < r->n_shards[split]; s++) {
-        int64_t segs = 0;
-        for (long i = 0; i < r->list->n; i++)
-            if (r->status[i] == 0 && r->split[i] == split && r->shard[i] == s) segs += r->segments[i];
-        number[s] = segs > 0 ? next++ : -1;
-    }
+    for (int s = 0; s < r->n_shards[split]; s++) number[s] = number[s] ? next++ : -1;
     *count = next;
+}
+
+/* The files the split was made of, in list order (those skipped late included): shard s holds
+ * members s, s + S, s + 2S, ... */
+static long split_members(const prep_run *r, int split, long *members) {
+    long n = 0;
+    for (long i = 0; i < r->list->n; i++)
+        if (r->split[i] == split) members[n++] = i;
+    return n;
 }
 
 static int read_spill(const prep_run *r, long i, float *buf, int64_t values, char *err, size_t errlen) {
@@ -889,16 +895,24 @@ static int append_file(prep_run *r, rmx_shard_writer *w, long i, const rmx_mel_p
     return 0;
 }
 
-static int write_shard(prep_run *r, const char *staging, int split, int shard, int number, int count,
-                       const rmx_mel_params *p, float *buf, char *err, size_t errlen) {
+typedef struct {
+    int split, shard;    /* which shard of the split */
+    int number, count;   /* its name and the shard count after dropping empty shards */
+    const long *members; /* split_members() of the split */
+    long n_members;
+} shard_job;
+
+static int write_shard(prep_run *r, const char *staging, const shard_job *job, const rmx_mel_params *p,
+                       float *buf, char *err, size_t errlen) {
     char path[PATH_MAX_LEN];
     char name[64];
-    rmx_shard_filename(number, name, sizeof name);
-    snprintf(path, sizeof path, "%s/%s/%s", staging, SPLIT_DIR[split], name);
-    rmx_shard_writer *w = rmx_shard_create(path, p, number, count, err, errlen);
+    rmx_shard_filename(job->number, name, sizeof name);
+    snprintf(path, sizeof path, "%s/%s/%s", staging, SPLIT_DIR[job->split], name);
+    rmx_shard_writer *w = rmx_shard_create(path, p, job->number, job->count, err, errlen);
     if (!w) return -1;
-    for (long i = 0; i < r->list->n; i++) {
-        if (r->status[i] != 0 || r->split[i] != split || r->shard[i] != shard) continue;
+    for (long k = job->shard; k < job->n_members; k += r->n_shards[job->split]) {
+        long i = job->members[k];
+        if (r->status[i] != 0) continue;
         if (append_file(r, w, i, p, buf, err, errlen) != 0) {
             rmx_shard_abort(w);
             return -1;
@@ -926,19 +940,23 @@ static int write_my_shards(prep_run *r, const char *staging, const rmx_mel_param
                            size_t errlen) {
     float *buf = malloc((size_t)(largest_file_values(r) + 1) * sizeof *buf);
     int *number = malloc((size_t)(r->n_shards[0] + r->n_shards[1] + 1) * sizeof *number);
-    int rc = (!buf || !number) ? rmx_seterr(err, errlen, "out of memory writing shards") : 0;
+    long *members = malloc((size_t)(r->list->n + 1) * sizeof *members);
+    int rc = (!buf || !number || !members) ? rmx_seterr(err, errlen, "out of memory writing shards") : 0;
     r->progress_done = 0;
     if (r->rank == 0) rmx_progress_start(&r->progress, "writing", my_segments(r));
     for (int split = 0; rc == 0 && split < 2; split++) {
-        int count = 0;
-        shard_numbers(r, split, number, &count);
-        for (int s = 0; rc == 0 && s < r->n_shards[split]; s++)
-            if (number[s] >= 0 && shard_owner(r, split, s) == r->rank)
-                rc = write_shard(r, staging, split, s, number[s], count, p, buf, err, errlen);
+        shard_job job = {.split = split, .members = members, .n_members = split_members(r, split, members)};
+        shard_numbers(r, split, number, &job.count);
+        for (job.shard = 0; rc == 0 && job.shard < r->n_shards[split]; job.shard++) {
+            job.number = number[job.shard];
+            if (job.number >= 0 && shard_owner(r, split, job.shard) == r->rank)
+                rc = write_shard(r, staging, &job, p, buf, err, errlen);
+        }
     }
     if (r->rank == 0) rmx_progress_finish(&r->progress);
     free(buf);
     free(number);
+    free(members);
     return rc;
 }
 

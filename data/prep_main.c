@@ -159,36 +159,49 @@ static int apply_option(cli *c, int id, const char *name, const char *arg, char 
     return 0;
 }
 
-/* Returns RMX_EXIT_OK, or -1 after --help (exit 0), or RMX_EXIT_USAGE with a message. */
+enum { CLI_RUN, CLI_HELP, CLI_BAD };
+
+static int positional_error(const cli *c, char *err, size_t errlen) {
+    if (c->demo) return rmx_seterr(err, errlen, "--demo takes one argument, OUTDIR (see --help)");
+    return rmx_seterr(err, errlen, "expected INPUT and OUTDIR (see --help)");
+}
+
+/* Fills in what the user left to the defaults that depend on other options. */
+static void derive_defaults(cli *c) {
+    if (!c->fmax_given) c->prep.audio.fmax = c->prep.audio.sample_rate / 2.0f;
+    if (!c->val_shards_given)
+        c->prep.val_shards = c->prep.train_shards / 4 > 1 ? c->prep.train_shards / 4 : 1;
+    if (c->demo) c->prep.force = 1;
+}
+
+/* CLI_RUN, CLI_HELP, or CLI_BAD with a message (every option is checked here, before any work). */
 static int parse_cli(int argc, char **argv, cli *c, char *err, size_t errlen) {
     memset(c, 0, sizeof *c);
     rmx_prep_default_options(&c->prep);
     opterr = 0;
     int id, index = 0;
     while ((id = getopt_long(argc, argv, ":h", LONG_OPTIONS, &index)) != -1) {
-        if (id == 'h') return -1;
-        if (id == '?')
-            return rmx_seterr(err, errlen, "unknown option '%s' (see --help)", argv[optind - 1]),
-                   RMX_EXIT_USAGE;
-        if (id == ':')
-            return rmx_seterr(err, errlen, "option '%s' needs a value", argv[optind - 1]), RMX_EXIT_USAGE;
+        if (id == 'h') return CLI_HELP;
+        if (id == '?') {
+            rmx_seterr(err, errlen, "unknown option '%s' (see --help)", argv[optind - 1]);
+            return CLI_BAD;
+        }
+        if (id == ':') {
+            rmx_seterr(err, errlen, "option '%s' needs a value", argv[optind - 1]);
+            return CLI_BAD;
+        }
         char name[64];
         snprintf(name, sizeof name, "--%s", LONG_OPTIONS[index].name);
-        if (apply_option(c, id, name, optarg, err, errlen) != 0) return RMX_EXIT_USAGE;
+        if (apply_option(c, id, name, optarg, err, errlen) != 0) return CLI_BAD;
     }
-    int want = c->demo ? 1 : 2, have = argc - optind;
-    if (have != want)
-        return rmx_seterr(err, errlen,
-                          c->demo ? "--demo takes one argument, OUTDIR (see --help)"
-                                  : "expected INPUT and OUTDIR (see --help)"),
-               RMX_EXIT_USAGE;
+    if (argc - optind != (c->demo ? 1 : 2)) {
+        positional_error(c, err, errlen);
+        return CLI_BAD;
+    }
     c->input = c->demo ? NULL : argv[optind];
     c->outdir = argv[argc - 1];
-    if (!c->fmax_given) c->prep.audio.fmax = c->prep.audio.sample_rate / 2.0f;
-    if (!c->val_shards_given)
-        c->prep.val_shards = c->prep.train_shards / 4 > 1 ? c->prep.train_shards / 4 : 1;
-    if (c->demo) c->prep.force = 1;
-    return rmx_prep_check_options(&c->prep, err, errlen) == 0 ? RMX_EXIT_OK : RMX_EXIT_USAGE;
+    derive_defaults(c);
+    return rmx_prep_check_options(&c->prep, err, errlen) == 0 ? CLI_RUN : CLI_BAD;
 }
 
 /* CPUs this process may run on, shared among the ranks on the same node. */
@@ -260,12 +273,12 @@ int main(int argc, char **argv) {
     MPI_Comm_size(MPI_COMM_WORLD, &world);
     cli c;
     char err[8192] = "";
-    int code = parse_cli(argc, argv, &c, err, sizeof err);
-    if (code < 0) {
+    int parsed = parse_cli(argc, argv, &c, err, sizeof err), code = RMX_EXIT_OK;
+    if (parsed == CLI_HELP) {
         if (rank == 0) fputs(USAGE, stdout);
-        code = RMX_EXIT_OK;
-    } else if (code != RMX_EXIT_OK) {
+    } else if (parsed == CLI_BAD) {
         if (rank == 0) rmx_error("%s", err); /* every rank parsed the same arguments */
+        code = RMX_EXIT_USAGE;
     } else {
         if (!c.threads_given) c.prep.threads = default_threads();
         code = run(&c, rank, world, err, sizeof err);

@@ -12,7 +12,8 @@
  *               reuses the forward path and needs no scatter
  *   dx other    dcol[K, P] = w^T dy[co, P], then col2im; blocks two apart never overlap, so even
  *               and odd blocks run as two race-free phases
- * A 1x1 stride-1 convolution without padding skips the unfolding: the input is its own col matrix. */
+ * A 1x1 stride-1 convolution without padding skips the unfolding: the input is its own col matrix.
+ * A stride-1 convolution with one output channel sums shifted rows directly (see conv1_row). */
 #include <cblas.h>
 #include <omp.h>
 #include <string.h>
@@ -110,7 +111,7 @@ static void conv_tap_range(const rmx_conv_shape *s, int kx, int *lo, int *hi) {
 }
 
 /* col[(ci k + ky) k + kx][(oy - r0) wout + ox] = x[ci, oy s - pad + ky, ox s - pad + kx] (0 outside). */
-static void im2col(const rmx_conv_shape *s, const float *xb, int r0, int r1, float *col) {
+RMX_CLONES static void im2col(const rmx_conv_shape *s, const float *xb, int r0, int r1, float *col) {
     int k = s->k, wo = s->wout;
     size_t P = (size_t)(r1 - r0) * wo;
     for (int ci = 0; ci < s->cin; ci++)
@@ -138,7 +139,7 @@ static void im2col(const rmx_conv_shape *s, const float *xb, int r0, int r1, flo
 }
 
 /* The adjoint of im2col: dxb[ci, iy, ix] += every column entry that was read from it. */
-static void col2im_add(const rmx_conv_shape *s, const float *col, int r0, int r1, float *dxb) {
+RMX_CLONES static void col2im_add(const rmx_conv_shape *s, const float *col, int r0, int r1, float *dxb) {
     int k = s->k, wo = s->wout;
     size_t P = (size_t)(r1 - r0) * wo;
     for (int ci = 0; ci < s->cin; ci++)
@@ -157,9 +158,84 @@ static void col2im_add(const rmx_conv_shape *s, const float *col, int r0, int r1
             }
 }
 
+/* ---- one output channel (the decoder's last layer) ----
+ * A GEMM with one row degenerates into a memory-bound pass over the unfolded matrix; summing
+ * shifted input rows straight into the output row does the same arithmetic from cache instead. */
+
+/* y[oy, :] = bias + sum over (ci, ky, kx), in that order, of w * the shifted input row. */
+RMX_CLONES static void conv1_row(const rmx_conv_shape *s, const float *xb, const float *w, float bias,
+                                 int oy, float *yrow) {
+    int k = s->k;
+    for (int ox = 0; ox < s->wout; ox++) yrow[ox] = bias;
+    for (int ci = 0; ci < s->cin; ci++)
+        for (int ky = 0; ky < k; ky++) {
+            int iy = oy - s->pad + ky;
+            if (iy < 0 || iy >= s->h) continue;
+            const float *xr = xb + ((size_t)ci * s->h + iy) * s->w;
+            for (int kx = 0; kx < k; kx++) {
+                int lo, hi;
+                conv_tap_range(s, kx, &lo, &hi);
+                float wv = w[(ci * k + ky) * k + kx];
+                const float *src = xr - s->pad + kx;
+                for (int ox = lo; ox < hi; ox++) yrow[ox] += wv * src[ox];
+            }
+        }
+}
+
+static void conv1_fwd(const rmx_conv_shape *s, int nt, const float *x, const float *w, const float *bias,
+                      float *y) {
+    size_t in_plane = (size_t)s->h * s->w;
+    long rows = (long)s->n * s->hout;
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (long i = 0; i < rows; i++) {
+        int b = (int)(i / s->hout), oy = (int)(i % s->hout);
+        conv1_row(s, x + (size_t)b * s->cin * in_plane, w, bias ? bias[0] : 0.0f, oy,
+                  y + (size_t)i * s->wout);
+    }
+}
+
+/* dw[ci, :, :] += sum over samples and output positions of dy * shifted x, in double. One input
+ * channel per call, all its taps in one pass so each dy row is read once per tap from L1; samples
+ * in order, so the result does not depend on the thread count. */
+#define CONV1_MAX_TAPS 64
+RMX_CLONES static void conv1_dw_channel(const rmx_conv_shape *s, const float *x, const float *dy, int ci,
+                                        float *dwc) {
+    int k = s->k;
+    size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->hout * s->wout;
+    double acc[CONV1_MAX_TAPS] = {0};
+    for (int b = 0; b < s->n; b++)
+        for (int oy = 0; oy < s->hout; oy++) {
+            const float *dr = dy + (size_t)b * out_plane + (size_t)oy * s->wout;
+            for (int ky = 0; ky < k; ky++) {
+                int iy = oy - s->pad + ky;
+                if (iy < 0 || iy >= s->h) continue;
+                const float *xr = x + ((size_t)b * s->cin + ci) * in_plane + (size_t)iy * s->w;
+                for (int kx = 0; kx < k; kx++) {
+                    int lo, hi;
+                    conv_tap_range(s, kx, &lo, &hi);
+                    if (lo < hi) acc[ky * k + kx] += rmx_dot_f64(dr + lo, xr - s->pad + kx + lo, (size_t)(hi - lo));
+                }
+            }
+        }
+    for (int t = 0; t < k * k; t++) dwc[t] += (float)acc[t];
+}
+
+static void conv1_dw(const rmx_conv_shape *s, int nt, const float *x, const float *dy, float *dw) {
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (int ci = 0; ci < s->cin; ci++) conv1_dw_channel(s, x, dy, ci, dw + (size_t)ci * s->k * s->k);
+}
+
+static int conv_is_single(const rmx_conv_shape *s) {
+    return s->cout == 1 && s->stride == 1 && s->k * s->k <= CONV1_MAX_TAPS;
+}
+
 /* The forward pass over all items; `colbuf` holds nt buffers of `col_each` floats. */
 static void conv_fwd_run(const rmx_conv_shape *s, int nt, const float *x, const float *w,
                          const float *bias, float *y, float *colbuf, size_t col_each) {
+    if (conv_is_single(s)) {
+        conv1_fwd(s, nt, x, w, bias, y);
+        return;
+    }
     conv_plan p = conv_plan_make(s, 1);
     int kdim = s->cin * s->k * s->k;
     size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->hout * s->wout;
@@ -300,7 +376,10 @@ static void cpu_conv2d_bwd(rmx_backend *be, const rmx_conv_shape *s, const float
     conv_ws_layout l = conv_ws(s, nt);
     float *colbuf = ws + l.wflip, *dwbuf = colbuf + (size_t)nt * l.col_each;
     if (db) conv_db(s, nt, dy, db);
-    if (dw) conv_dw(s, nt, x, dy, dw, colbuf, l.col_each, dwbuf, l.dw_each);
+    if (dw && conv_is_single(s))
+        conv1_dw(s, nt, x, dy, dw);
+    else if (dw)
+        conv_dw(s, nt, x, dy, dw, colbuf, l.col_each, dwbuf, l.dw_each);
     if (!dx) return;
     if (conv_dx_as_fwd(s)) {
         rmx_conv_shape t = conv_dx_shape(s);

@@ -44,6 +44,16 @@ static inline double rmx_sum_f64(const float *x, size_t n) {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* Sum of a[i] * b[i] in double, grouped like rmx_sum_f64. */
+static inline double rmx_dot_f64(const float *a, const float *b, size_t n) {
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += (double)a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i & 7] += (double)a[i] * b[i];
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
 void rmx_cpu_install_conv(rmx_backend *be);
 void rmx_cpu_install_ops(rmx_backend *be);
 

@@ -50,16 +50,6 @@ static double sumsq_dev_f64(const float *x, size_t n, double mu) {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/* Sum of a[i] * b[i] in double. */
-static double dot_f64(const float *a, const float *b, size_t n) {
-    double acc[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++) acc[l] += (double)a[i + l] * b[i + l];
-    for (; i < n; i++) acc[i & 7] += (double)a[i] * b[i];
-    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-}
-
 static void cpu_groupnorm_fwd(rmx_backend *be, int n, int c, int hw, int groups, float eps,
                               const float *x, const float *gamma, const float *beta, float *y,
                               float *mean, float *rstd) {
@@ -102,7 +92,7 @@ static void cpu_groupnorm_bwd(rmx_backend *be, int n, int c, int hw, int groups,
         for (int j = 0; j < cg; j++) {
             int ch = g * cg + j;
             size_t off = ((size_t)b * c + ch) * hw;
-            double s1 = rmx_sum_f64(dy + off, hw), sx = dot_f64(dy + off, x + off, hw);
+            double s1 = rmx_sum_f64(dy + off, hw), sx = rmx_dot_f64(dy + off, x + off, hw);
             double s2 = rs * (sx - mu * s1); /* sum dy xhat */
             double ga = gamma ? gamma[ch] : 1.0;
             sdy[(size_t)b * c + ch] = s1;
@@ -348,7 +338,7 @@ static void cpu_adamw(rmx_backend *be, size_t n, size_t n_decay, float *param, c
 
 static double sumsq_block(void *vctx, size_t begin, size_t end) {
     const float *x = vctx;
-    return dot_f64(x + begin, x + begin, end - begin);
+    return rmx_dot_f64(x + begin, x + begin, end - begin);
 }
 
 static void cpu_sumsq(rmx_backend *be, size_t n, const float *x, float *out) {

@@ -61,6 +61,8 @@ static void test_conv(void) {
     conv_case(2, 6, 7, 9, 8, 1, 1, 0);     /* 1x1 skip connection */
     conv_case(1, 1, 32, 64, 8, 3, 1, 1);   /* the first layer: one input channel */
     conv_case(2, 8, 17, 33, 1, 3, 1, 1);   /* the last layer: one output channel */
+    conv_case(3, 32, 24, 40, 1, 3, 1, 1);  /* ... with the decoder's 32 input channels */
+    conv_case(2, 4, 9, 8, 1, 3, 2, 1);     /* one output channel, stride 2 (GEMM path) */
     conv_case(2, 16, 40, 72, 32, 3, 1, 1); /* several row blocks per sample */
     conv_case(2, 64, 48, 40, 8, 3, 2, 1);  /* several blocks through col2im (even/odd phases) */
     conv_case(2, 64, 20, 24, 48, 1, 1, 0); /* 1x1 with many channels */

@@ -331,6 +331,7 @@ static void check_backend(rmx_backend *be) {
     conv_check(be, 1, 3, 7, 5, 2, 3, 2, 1);  /* stride 2 on odd sizes */
     conv_check(be, 2, 4, 5, 3, 6, 1, 1, 0);  /* 1x1 */
     conv_check(be, 1, 1, 6, 7, 3, 3, 1, 1);  /* one input channel */
+    conv_check(be, 2, 3, 5, 6, 1, 3, 1, 1);  /* one output channel (direct path) */
     conv_check(be, 1, 2, 6, 6, 2, 3, 1, 0);  /* no padding */
     gn_check(be, 2, 8, 12, 4);
     gn_check(be, 1, 6, 10, 6);
