@@ -56,7 +56,7 @@ void rmx_epoch_permutation(uint64_t seed, int64_t epoch, int64_t n, int64_t *per
 
 rmx_schedule *rmx_schedule_create(const rmx_schedule_config *cfg, int64_t n_samples, char *err,
                                   size_t errlen) {
-    int accum;
+    int accum = 0;
     if (rmx_schedule_check(cfg, &accum, err, errlen)) return NULL;
     if (n_samples < 1) {
         rmx_seterr(err, errlen, "the dataset has no samples to schedule");

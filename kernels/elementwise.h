@@ -24,13 +24,15 @@
  * does not), which makes SiLU several times faster on the CPU. Cody-Waite reduction
  * x = n ln2 + r, |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (truncation < 1e-8
  * relative), and 2^n built in the exponent bits; about 2 ulp.
- * Outside [-87.3, 88.7] the answer is 0 or inf, chosen by the final selects; the clamp only keeps
- * the arithmetic in range. The selects matter for speed: when the compiler if-converts a vector
- * loop it evaluates every branch in every lane, and branches folding to 0, 1 or inf cost
- * nothing, whereas one folding to a tiny constant (say e^-87.3 ~ 1e-38) would multiply every
- * lane into subnormal numbers, which runs several times slower. */
+ * Outside [-87.3, 88.7] the answer is 0 or inf, and NaN stays NaN, chosen by the final selects;
+ * the clamp only keeps the arithmetic (and the float-to-int conversion) in range. The selects
+ * matter for speed: when the compiler if-converts a vector loop it evaluates every branch in
+ * every lane, and branches folding to 0, 1 or inf cost nothing, whereas one folding to a tiny
+ * constant (say e^-87.3 ~ 1e-38) would multiply every lane into subnormal numbers, which runs
+ * several times slower. */
 static inline RMX_HD float rmx_expf(float x) {
-    float xc = x < -87.5f ? -87.5f : (x > 88.5f ? 88.5f : x);
+    float xc = x > -87.5f ? x : -87.5f; /* written so NaN lands in range too (restored below) */
+    xc = xc < 88.5f ? xc : 88.5f;
     /* round(x / ln2) by the 1.5 * 2^23 trick: exact round-to-nearest without rintf */
     float n = (xc * 1.44269504f + 12582912.0f) - 12582912.0f;
     float r = (xc - n * 0.693359375f) - n * -2.12194440e-4f; /* ln2 = hi + lo, n hi exact */
@@ -42,11 +44,11 @@ static inline RMX_HD float rmx_expf(float x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     float e = p * scale;
-    return x < -87.3f ? 0.0f : (x > 88.7f ? INFINITY : e);
+    return x < -87.3f ? 0.0f : (x > 88.7f ? INFINITY : (x == x ? e : x));
 }
 
 /* ---- SiLU: x * sigmoid(x) ---- */

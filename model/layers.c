@@ -2,6 +2,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 /* Every tensor starts on a 256-byte boundary: full cache lines on the CPU, aligned vector loads
  * and coalesced access on a GPU. */
@@ -23,8 +24,13 @@ static float *weight_grad(const rmx_layer_ctx *ctx, int id) {
     return ctx->frozen ? NULL : rmx_params_grad(ctx->params, id);
 }
 
+/* Names are built from fixed module paths, so one that does not fit is a programming error. */
 static void join_name(char *buf, size_t len, const char *prefix, const char *suffix) {
-    snprintf(buf, len, "%s.%s", prefix, suffix);
+    int n = snprintf(buf, len, "%s.%s", prefix, suffix);
+    if (n < 0 || (size_t)n >= len) {
+        fprintf(stderr, "parameter name '%s.%s' is longer than %zu characters\n", prefix, suffix, len - 1);
+        abort();
+    }
 }
 
 /* ---- convolution ---- */

@@ -2,6 +2,7 @@
  * Every rank runs the same checks on the same inputs, so all agree on failing; only rank 0 speaks. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "data/schedule.h"
@@ -70,6 +71,16 @@ static int check_stage(const rmx_trainer *t, char *err, size_t errlen) {
                       t->cfg.path, t->cfg.stage);
 }
 
+/* Where checkpoints go and what they hold: the trained registry with its Adam moments, and the vq
+ * state beside it under /model, where PyTorch keeps buffers (train/checkpoint.h). */
+static void prepare_checkpoints(rmx_trainer *t) {
+    const rmx_config *c = &t->cfg;
+    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", c->checkpoint.dir[0] ? c->checkpoint.dir : c->run.dir);
+    rmx_ckpt_layout_add(&t->ckpt_layout, "model", rmx_ae_params(t->ae), 1);
+    rmx_ckpt_layout_add(&t->ckpt_layout, "model", rmx_ae_state(t->ae), 0);
+    t->ckpt_step = -1;
+}
+
 static int check_schedule(rmx_trainer *t, char *err, size_t errlen) {
     rmx_schedule_config sc = {t->cfg.train.global_batch, t->cfg.train.micro_batch, t->comm.world,
                               t->comm.rank, t->cfg.train.seed};
@@ -93,10 +104,30 @@ int rmx_trainer_setup(rmx_trainer *t, const char *config_path, const char *const
     if (choose_backend(t, err, sizeof err) != 0) return fail(t, RMX_EXIT_USAGE, err);
     t->ae = rmx_ae_create(t->be, &t->hp, t->cfg.train.seed, err, sizeof err);
     if (!t->ae) return fail(t, RMX_EXIT_USAGE, err);
+    prepare_checkpoints(t);
     return RMX_EXIT_OK;
 }
 
 static double mib(size_t bytes) { return (double)bytes / (1024.0 * 1024.0); }
+
+/* Names the newest checkpoint without reading it: verifying reads every tensor, which the plan
+ * leaves to the real start. */
+static void print_checkpoint_plan(const rmx_trainer *t) {
+    const rmx_config *c = &t->cfg;
+    char when[64] = "at the end";
+    if (c->checkpoint.every > 0)
+        snprintf(when, sizeof when, "every %" PRId64 " steps and at the end", c->checkpoint.every);
+    printf("  checkpoints    %s, newest %d kept, in %s\n", when, c->checkpoint.keep, t->ckpt_dir);
+    rmx_ckpt_file *files;
+    int n = rmx_ckpt_list(t->ckpt_dir, &files);
+    if (strcmp(c->checkpoint.resume, "auto") != 0)
+        printf("  resume         %s\n", c->checkpoint.resume);
+    else if (n > 0)
+        printf("  resume         auto: newest is %s (verified when training starts)\n", files[0].path);
+    else
+        printf("  resume         auto: no checkpoint yet, training starts at step 0\n");
+    free(files);
+}
 
 void rmx_trainer_print_plan(const rmx_trainer *t) {
     if (t->comm.rank != 0) return;
@@ -126,4 +157,5 @@ void rmx_trainer_print_plan(const rmx_trainer *t) {
     printf("  memory/rank    %.1f MiB parameters+grads+Adam, %.1f MiB activations (micro-batch %d)\n",
            mib(param_bytes), mib(arena), c->train.micro_batch);
     printf("  run folder     %s\n", c->run.dir);
+    print_checkpoint_plan(t);
 }

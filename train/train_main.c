@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/signals.h"
 #include "train/trainer.h"
 #include "util/exitcodes.h"
 #include "util/log.h"
@@ -20,6 +21,10 @@ static void usage(FILE *f) {
           "  --print-config    print the resolved config with each key's documentation and exit\n"
           "  --help-config     print every config key, its type, range and default, and exit\n"
           "  -h, --help        this text\n\n"
+          "checkpoints: ckpt-<step>.h5 in checkpoint.dir (default run.dir) every checkpoint.every\n"
+          "  steps and at the end; checkpoint.resume auto|never|PATH picks what a start resumes from.\n"
+          "  SIGTERM, SIGINT or SIGUSR1 (what mpirun passes on) stops the ranks at the next step,\n"
+          "  after rank 0 has saved a checkpoint; the run then exits 75.\n\n"
           "exit codes: 0 finished, 1 runtime failure, 2 usage or config error, 3 data error,\n"
           "            4 checkpoint refused, 75 preempted after saving a checkpoint (start again)\n",
           f);
@@ -90,6 +95,7 @@ int main(int argc, char **argv) {
     rmx_log_set_program("remixer-train");
     static rmx_trainer t; /* large; zero-initialised */
     rmx_comm_init(&t.comm, &argc, &argv);
+    rmx_signals_install(); /* after MPI_Init: ours replace any handler the MPI library set */
     cli c = {0};
     int code = parse_args(argc, argv, &c, t.comm.rank);
     if (code < 0 && c.print_config) code = print_config(&c, t.comm.rank);

@@ -1,5 +1,12 @@
 /* The training loop: per step, A micro-batches of forward + backward accumulate gradients, the
- * ranks sum them, non-finite steps are skipped, the global norm is clipped, AdamW updates. */
+ * ranks sum them, non-finite steps are skipped, the global norm is clipped, AdamW updates.
+ * Around it: the resume at the start, checkpoints every checkpoint.every steps and at the end, and
+ * the stop on a signal (train/signals.h) with a checkpoint and exit 75.
+ *
+ * Exact resume: what a step does is a function of the model, Adam's m and v, the vq state, the
+ * non-finite counters (all in the checkpoint) and of the step number alone: the learning rate
+ * (rmx_lr_at), the data (the loader starts at start_step; data/schedule.h), the noise and the vq
+ * restarts (keyed by seed, step and global sample index), AdamW's t = step + 1. */
 #include "train/trainer.h"
 
 #include <inttypes.h>
@@ -10,6 +17,7 @@
 
 #include "train/evaluate.h"
 #include "train/schedule_lr.h"
+#include "train/signals.h"
 #include "util/exitcodes.h"
 #include "util/fsutil.h"
 #include "util/log.h"
@@ -102,12 +110,23 @@ static void apply_update(rmx_trainer *t, step_result *r) {
     t->be->adamw(t->be, p->span, p->n_decay, p->data, p->grad, p->m, p->v, &hp);
 }
 
-/* One optimiser step. Returns 0, or an exit code when the run must stop. */
+/* What each rank brings to the step boundary's all-reduce (MAX): 0 to go on, the number of a stop
+ * signal it received, or STEP_DATA_ERROR, which outranks a stop. */
+enum { STEP_DATA_ERROR = 1 << 16 };
+
+/* One optimiser step. Returns 0, or an exit code when the run must stop: RMX_EXIT_PREEMPTED when
+ * the ranks agreed on a stop signal, before anything of this step was applied. */
 static int train_step(rmx_trainer *t, step_result *r, double *waited) {
     *waited = accumulate_gradients(t);
-    /* Ranks agree before the collective reductions, so one rank's data error stops all of them
-     * instead of leaving the others waiting in an all-reduce. */
-    if (rmx_comm_any(&t->comm, *waited < 0)) return RMX_EXIT_DATA;
+    /* The step boundary. Ranks agree before the collective reductions, so one rank's data error
+     * stops all of them instead of leaving the others waiting in an all-reduce; the same small
+     * all-reduce tells every rank that some rank received a stop signal. */
+    int verdict = rmx_comm_max_int(&t->comm, *waited < 0 ? STEP_DATA_ERROR : rmx_signals_pending());
+    if (verdict == STEP_DATA_ERROR) return RMX_EXIT_DATA;
+    if (verdict != 0) {
+        t->stop_signal = verdict;
+        return RMX_EXIT_PREEMPTED;
+    }
     rmx_params *p = rmx_ae_params(t->ae);
     sum_over_ranks(t, p->grad, p->span);
     sum_over_ranks(t, t->loss_terms, RMX_AE_N_LOSS);
@@ -196,6 +215,16 @@ static void log_step(rmx_trainer *t, const step_result *r, log_state *ls, double
     rmx_progress_update(&ls->bar, done, NULL);
 }
 
+/* A fresh run evaluates the untrained model first: the baseline later evaluations improve on. A
+ * resumed run repeats the evaluation due at its starting step: the interrupted run's line for it
+ * went with the rest of that run's log from this step on (rmx_metrics_open), and evaluating leaves
+ * the model untouched, so the figures are the same. */
+static int evaluate_at_start(rmx_trainer *t) {
+    int64_t every = t->cfg.eval.every;
+    if (!t->val || every <= 0 || (t->start_step != 0 && t->start_step % every != 0)) return RMX_EXIT_OK;
+    return rmx_evaluate(t, t->start_step);
+}
+
 static int evaluate_if_due(rmx_trainer *t) {
     int64_t done = t->step + 1;
     int64_t every = t->cfg.eval.every;
@@ -204,12 +233,141 @@ static int evaluate_if_due(rmx_trainer *t) {
     return rmx_evaluate(t, done);
 }
 
-int rmx_trainer_run(rmx_trainer *t) {
-    char err[2048];
-    if (start_logs(t, err, sizeof err) != 0 || start_loader(t, err, sizeof err) != 0) {
-        rmx_error("%s", err);
+/* ---- checkpoints and preemption (rank 0 writes; train/checkpoint.h) ---- */
+
+static int resume(rmx_trainer *t) {
+    rmx_ckpt_resume_request rq = {&t->cfg, t->ckpt_dir, &t->ckpt_layout, &t->comm};
+    rmx_ckpt_meta meta;
+    char path[RMX_CKPT_PATH_MAX], own[RMX_CKPT_PATH_MAX];
+    int code = rmx_ckpt_resume(&rq, &meta, path, sizeof path);
+    if (code != RMX_EXIT_OK) return code;
+    t->start_step = meta.step;
+    t->nonfinite_in_row = (int)meta.nonfinite_in_row;
+    t->nonfinite_total = meta.nonfinite_total;
+    /* A checkpoint resumed from where this run saves its own need not be written again. */
+    rmx_ckpt_path(t->ckpt_dir, meta.step, own, sizeof own);
+    if (path[0] && strcmp(path, own) == 0) {
+        t->ckpt_step = meta.step;
+        snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s", path);
+    }
+    return RMX_EXIT_OK;
+}
+
+static int start_checkpoints(rmx_trainer *t, char *err, size_t errlen) {
+    if (t->comm.rank != 0) return 0;
+    t->ckpt = rmx_ckpt_writer_create(t->ckpt_dir, t->cfg.checkpoint.keep, &t->ckpt_layout, err, errlen);
+    return t->ckpt ? 0 : -1;
+}
+
+static rmx_ckpt_meta checkpoint_meta(const rmx_trainer *t, int64_t completed) {
+    const rmx_config *c = &t->cfg;
+    rmx_ckpt_meta m = {
+        .step = completed,
+        .samples_seen = completed * c->train.global_batch,
+        .seed = c->train.seed,
+        .world_size = t->comm.world,
+        .global_batch = c->train.global_batch,
+        .micro_batch = c->train.micro_batch,
+        .input_shape = {1, t->hp.mels, t->hp.frames},
+        .adam_step = completed, /* step s's update used t = s + 1 (apply_update) */
+        .nonfinite_in_row = t->nonfinite_in_row,
+        .nonfinite_total = t->nonfinite_total,
+        .config = c->text,
+    };
+    snprintf(m.stage, sizeof m.stage, "%s", c->stage);
+    return m;
+}
+
+/* Rank 0: reports a write that has finished; with `block`, waits for the one in flight first.
+ * Returns -1 when that write failed. */
+static int report_checkpoint(rmx_trainer *t, int block, rmx_progress *bar) {
+    rmx_ckpt_outcome o;
+    if (!t->ckpt || !rmx_ckpt_writer_collect(t->ckpt, block, &o)) return 0;
+    rmx_progress_finish(bar);
+    if (o.failed) {
+        rmx_error("checkpoint %s was not saved: %s", o.path, o.error);
+        return -1;
+    }
+    t->ckpt_step = o.step;
+    snprintf(t->ckpt_path, sizeof t->ckpt_path, "%s", o.path);
+    printf("checkpoint %s saved (%.1f MiB in %.2f s)\n", o.path, o.mib, o.seconds);
+    fflush(stdout);
+    return 0;
+}
+
+/* Rank 0: a checkpoint of `completed` steps, unless it is on disk already (resumed from, or a
+ * periodic one of the same step). A failed earlier write is reported and this one goes ahead.
+ * Returns -1 when a synchronous write failed. */
+static int save_checkpoint(rmx_trainer *t, int64_t completed, int background, rmx_progress *bar) {
+    if (t->comm.rank != 0) return 0;
+    report_checkpoint(t, 1, bar);
+    if (t->ckpt_step == completed) return 0;
+    rmx_ckpt_meta meta = checkpoint_meta(t, completed);
+    rmx_ckpt_save(t->ckpt, &meta, background);
+    return background ? 0 : report_checkpoint(t, 1, bar);
+}
+
+/* Periodic checkpoints are written in the background while training goes on; a failed one is
+ * reported and training continues with the previous checkpoint still on disk. */
+static void checkpoint_if_due(rmx_trainer *t, rmx_progress *bar) {
+    int64_t done = t->step + 1, every = t->cfg.checkpoint.every;
+    if (every > 0 && done % every == 0 && done < t->cfg.train.steps) save_checkpoint(t, done, 1, bar);
+    else if (t->comm.rank == 0) report_checkpoint(t, 0, bar);
+}
+
+/* A finished run leaves its final checkpoint on disk before it says so. */
+static int save_final_checkpoint(rmx_trainer *t, rmx_progress *bar) {
+    int failed = save_checkpoint(t, t->cfg.train.steps, 0, bar) != 0;
+    return rmx_comm_any(&t->comm, failed) ? RMX_EXIT_FAILURE : RMX_EXIT_OK;
+}
+
+/* The ranks agreed to stop before step t->step, so t->step steps are done: rank 0 saves them
+ * synchronously (after any write in flight), then every rank exits 75, or 1 without a checkpoint. */
+static int stop_with_checkpoint(rmx_trainer *t, rmx_progress *bar) {
+    int failed = save_checkpoint(t, t->step, 0, bar) != 0;
+    const char *signal = rmx_signal_name(t->stop_signal);
+    if (rmx_comm_any(&t->comm, failed)) {
+        if (t->comm.rank == 0)
+            rmx_error("stopped by %s at step %" PRId64 " without a checkpoint; exit %d", signal, t->step,
+                      RMX_EXIT_FAILURE);
         return RMX_EXIT_FAILURE;
     }
+    if (t->comm.rank == 0)
+        rmx_info("preempted by %s at step %" PRId64 ": checkpoint %s saved; exit %d (start again to resume)",
+                 signal, t->step, t->ckpt_path, RMX_EXIT_PREEMPTED);
+    return RMX_EXIT_PREEMPTED;
+}
+
+/* ---- the run ---- */
+
+/* Logs, checkpoint writer, loader. Every rank learns whether all of them started, so that no rank
+ * is left waiting in the first all-reduce for one that gave up. */
+static int start_run(rmx_trainer *t) {
+    char err[2048];
+    int failed = start_logs(t, err, sizeof err) != 0 || start_checkpoints(t, err, sizeof err) != 0 ||
+                 start_loader(t, err, sizeof err) != 0;
+    if (failed) rmx_error("%s", err);
+    return rmx_comm_any(&t->comm, failed) ? RMX_EXIT_FAILURE : RMX_EXIT_OK;
+}
+
+static void print_finished(const rmx_trainer *t) {
+    if (t->comm.rank != 0) return;
+    printf("finished %" PRId64 " steps; metrics in %s/metrics.jsonl, spectrogram PNGs in %s/, final checkpoint %s\n",
+           t->cfg.train.steps, t->cfg.run.dir, t->cfg.run.dir, t->ckpt_path);
+}
+
+int rmx_trainer_run(rmx_trainer *t) {
+    int code = resume(t);
+    if (code != RMX_EXIT_OK) return code;
+    if (t->start_step >= t->cfg.train.steps) {
+        /* A relaunch of a finished run: nothing to train, and its log and checkpoints stay as they are. */
+        if (t->comm.rank == 0)
+            printf("nothing to do: the run is at step %" PRId64 " and train.steps is %" PRId64 "\n", t->start_step,
+                   t->cfg.train.steps);
+        return RMX_EXIT_OK;
+    }
+    code = start_run(t);
+    if (code != RMX_EXIT_OK) return code;
     alloc_step_buffers(t);
     log_state ls = {.start_s = rmx_now_s(), .interval_start_s = rmx_now_s(),
                     .interval_first_step = t->start_step};
@@ -217,8 +375,7 @@ int rmx_trainer_run(rmx_trainer *t) {
         rmx_progress_start(&ls.bar, "train", t->cfg.train.steps);
         rmx_progress_update(&ls.bar, t->start_step, NULL);
     }
-    /* A fresh run evaluates the untrained model first: the baseline later evaluations improve on. */
-    int code = t->start_step == 0 && t->val && t->cfg.eval.every > 0 ? rmx_evaluate(t, 0) : RMX_EXIT_OK;
+    code = evaluate_at_start(t);
     for (t->step = t->start_step; code == RMX_EXIT_OK && t->step < t->cfg.train.steps; t->step++) {
         step_result r;
         double waited = 0;
@@ -227,15 +384,19 @@ int rmx_trainer_run(rmx_trainer *t) {
         log_step(t, &r, &ls, waited);
         code = evaluate_if_due(t);
         if (code != 0) break;
+        checkpoint_if_due(t, &ls.bar);
     }
+    if (code == RMX_EXIT_PREEMPTED) code = stop_with_checkpoint(t, &ls.bar);
+    else if (code == RMX_EXIT_OK) code = save_final_checkpoint(t, &ls.bar);
+    report_checkpoint(t, 1, &ls.bar); /* a periodic write still in flight when an error stopped the run */
     if (t->comm.rank == 0) rmx_progress_finish(&ls.bar);
-    if (code == RMX_EXIT_OK && t->comm.rank == 0)
-        printf("finished %" PRId64 " steps; metrics in %s/metrics.jsonl, spectrogram PNGs in %s/\n",
-               t->cfg.train.steps, t->cfg.run.dir, t->cfg.run.dir);
+    if (code == RMX_EXIT_OK) print_finished(t);
     return code;
 }
 
 void rmx_trainer_free(rmx_trainer *t) {
+    rmx_ckpt_writer_free(t->ckpt);
+    t->ckpt = NULL;
     if (t->loader) rmx_loader_close(t->loader);
     if (t->be) {
         if (t->x) t->be->free(t->be, t->x);

@@ -1,5 +1,6 @@
 /* The training loop of remixer-train: one object per rank holding the run's pieces (config,
- * ranks, backend, data, model, logs), a plan printed by --dry-run, and the loop itself. */
+ * ranks, backend, data, model, logs, checkpoints), a plan printed by --dry-run, and the loop
+ * itself. */
 #ifndef RMX_TRAINER_H
 #define RMX_TRAINER_H
 
@@ -9,6 +10,7 @@
 #include "data/loader.h"
 #include "kernels/backend.h"
 #include "model/autoencoder.h"
+#include "train/checkpoint.h"
 #include "train/comm.h"
 #include "train/config.h"
 #include "train/metrics.h"
@@ -33,16 +35,25 @@ typedef struct {
     rmx_metrics metrics;
     int nonfinite_in_row;
     int64_t nonfinite_total;
+
+    /* checkpoints (train/checkpoint.h) and preemption (train/signals.h) */
+    char ckpt_dir[RMX_PATH_MAX];  /* checkpoint.dir, or run.dir when that is empty */
+    rmx_ckpt_layout ckpt_layout;  /* /model: trained parameters (+ Adam) and the vq state */
+    rmx_ckpt_writer *ckpt;        /* rank 0 */
+    int64_t ckpt_step;            /* the newest checkpoint known to be on disk in ckpt_dir, or -1 */
+    char ckpt_path[RMX_CKPT_PATH_MAX];
+    int stop_signal;              /* the signal the ranks agreed to stop on, or 0 */
 } rmx_trainer;
 
-/* Everything up to (not including) the data loader and the logs: config -> ranks -> data ->
- * schedule check -> backend -> model. Returns an exit code (RMX_EXIT_OK on success) after
- * printing the message on rank 0. */
+/* Everything up to (not including) the resume, the data loader and the logs: config -> ranks ->
+ * data -> schedule check -> backend -> model -> checkpoint layout. Returns an exit code
+ * (RMX_EXIT_OK on success) after printing the message on rank 0. */
 int rmx_trainer_setup(rmx_trainer *t, const char *config_path, const char *const *overrides,
                       int n_overrides);
-/* The --dry-run plan on rank 0: world, batches, parameters, memory. */
+/* The --dry-run plan on rank 0: world, batches, parameters, memory, checkpoints. */
 void rmx_trainer_print_plan(const rmx_trainer *t);
-/* Trains to train.steps; returns the process exit code. */
+/* Resumes (checkpoint.resume), then trains to train.steps with periodic and final checkpoints;
+ * returns the process exit code: RMX_EXIT_PREEMPTED after a stop signal and its checkpoint. */
 int rmx_trainer_run(rmx_trainer *t);
 void rmx_trainer_free(rmx_trainer *t);
 

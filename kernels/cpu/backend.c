@@ -3,14 +3,13 @@
  * Threading: every parallel region is ours (OpenMP, `threads` wide) and each thread calls sgemm on
  * its own block, so OpenBLAS is pinned to one thread. Two thread pools on the same cores would
  * oversubscribe them, and per-thread single-threaded GEMMs measured as fast as OpenBLAS's own
- * threading on the convolution shapes, with no hand-off between the pools. */
+ * threading on the convolution shapes, with no hand-off between the pools. The OpenBLAS setting is
+ * process-wide: other sgemm callers in the process get one thread too. */
+#include <cblas.h>
 #include <omp.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
-
-/* Declared by OpenBLAS's cblas.h, repeated so this file needs no BLAS header. */
-void openblas_set_num_threads(int num_threads);
 
 static void cpu_destroy(rmx_backend *be) {
     free(be->impl);

@@ -125,8 +125,8 @@ static void ref_conv2d_dw(const rmx_conv_shape *s, const float *x, const float *
                             for (int ox = 0; ox < s->wout; ox++) {
                                 int ix = ox * s->stride - s->pad + kx;
                                 if (ix < 0 || ix >= s->w) continue;
-                                acc += (double)dy[((size_t)(b * s->cout + co) * s->hout + oy) * s->wout + ox] *
-                                       x[((size_t)(b * s->cin + ci) * s->h + iy) * s->w + ix];
+                                size_t o = ((size_t)(b * s->cout + co) * s->hout + oy) * s->wout + ox;
+                                acc += (double)dy[o] * x[((size_t)(b * s->cin + ci) * s->h + iy) * s->w + ix];
                             }
                         }
                     dw[((size_t)(co * s->cin + ci) * k + ky) * k + kx] += (float)acc;

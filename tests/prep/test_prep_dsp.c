@@ -170,15 +170,19 @@ static void test_stft(void) {
     float *fb = malloc(sizeof(float) * N_MELS * (N_FFT / 2 + 1));
     rmx_mel_filterbank(SR, N_FFT, N_MELS, 0.0, SR / 2.0, fb);
     const int64_t probe[] = {0, 1, 3, 40, frames - 2, frames - 1};
+    double overall = 0.0;
     for (size_t p = 0; p < sizeof probe / sizeof *probe; p++) {
         double want[N_MELS];
         reference_frame(x, n, probe[p], fb, want);
         double worst = 0.0;
         for (int b = 0; b < N_MELS; b++) worst = fmax(worst, fabs(out[b * frames + probe[p]] - want[b]));
-        /* float FFT against a double DFT: 1e-3 in log power is 0.004 dB */
-        CHECK(worst < 1e-3, "frame %lld differs from the reference by %.3g in log-mel", (long long)probe[p],
+        /* float FFT against a double DFT: 1e-4 in log power is 0.0004 dB (a symmetric instead of a
+         * periodic window already moves it by 1e-3) */
+        CHECK(worst < 1e-4, "frame %lld differs from the reference by %.3g in log-mel", (long long)probe[p],
               worst);
+        overall = fmax(overall, worst);
     }
+    printf("stft: worst log-mel difference to the double-precision reference %.2g\n", overall);
     CHECK(rmx_mel_compute(m, x, n, frames + 1, out, err, sizeof err) != 0,
           "asked for too many frames and got them");
     rmx_mel_free(m);

@@ -1,0 +1,77 @@
+#!/bin/sh
+# One training step, Remixer (cpu backend) against the PyTorch twin, same thread count.
+#
+#   bench/train/run_train_bench.sh BUILD_DIR [THREADS] [STEPS] [REPEATS]
+#
+# THREADS defaults to every core, STEPS (timed steps per run, after 1 warm-up) to 5, REPEATS (runs
+# of each program, alternating, so that a burst of load hits both) to 3. Each run reports the
+# median of its steps; the table gives the median over the runs. Needs a build with the
+# bench_train_step target and /usr/bin/python3 with torch (Debian's python3-torch).
+set -eu
+
+if [ $# -lt 1 ]; then
+    echo "usage: $0 BUILD_DIR [THREADS] [STEPS] [REPEATS]" >&2
+    exit 2
+fi
+build=$1
+threads=${2:-$(nproc)}
+steps=${3:-5}
+repeats=${4:-3}
+here=$(cd "$(dirname "$0")" && pwd)
+bench=$build/bench/train/bench_train_step
+python=${PYTHON:-/usr/bin/python3}
+[ -x "$bench" ] || { echo "$0: $bench not found; build the bench_train_step target" >&2; exit 1; }
+have_torch=1
+"$python" -c 'import torch' 2>/dev/null || have_torch=0
+
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p' | head -n 1), $(nproc) cores; $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "load before: $(uptime | sed 's/.*load average: //')"
+i=1
+while [ "$i" -le "$repeats" ]; do
+    echo "run $i/$repeats: Remixer"
+    "$bench" --threads "$threads" --steps "$steps" > "$logs/remixer.$i"
+    grep -E '^(step time|achieved|OpenBLAS|peak memory)' "$logs/remixer.$i" | sed 's/^/    /'
+    if [ "$have_torch" = 1 ]; then
+        echo "run $i/$repeats: PyTorch"
+        "$python" "$here/torch_train_step.py" --threads "$threads" --steps "$steps" > "$logs/torch.$i"
+        grep -E '^(step time|peak memory)' "$logs/torch.$i" | sed 's/^/    /'
+    fi
+    i=$((i + 1))
+done
+echo "load after: $(uptime | sed 's/.*load average: //')"
+
+# The median over runs of key $2 in the RESULT lines of files $1.*
+median() {
+    cat "$logs/$1".* | sed -n 's/^RESULT //p' | tr ' ' '\n' | sed -n "s/^$2=//p" | sort -g |
+        awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
+                                  else if (NR % 2) print v[(NR + 1) / 2];
+                                  else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+r_step=$(median remixer step_median_ms)
+r_gflops=$(median remixer gflops_brief)
+r_peak=$(median remixer sgemm_peak_gflops)
+r_share=$(median remixer peak_share_pct)
+r_rss=$(median remixer maxrss_mib)
+echo
+echo "summary: batch 8, 1x128x256, $threads threads, median over $repeats runs of the median of $steps steps"
+printf '  %-34s %12s\n' "Remixer step" "$r_step ms"
+if [ "$have_torch" = 1 ]; then
+    t_step=$(median torch step_median_ms)
+    t_rss=$(median torch maxrss_mib)
+    printf '  %-34s %12s\n' "PyTorch step" "$t_step ms"
+    printf '  %-34s %12s\n' "ratio PyTorch / Remixer (>1: faster)" \
+        "$(awk -v t="$t_step" -v r="$r_step" 'BEGIN { printf "%.2f", t / r }')"
+fi
+printf '  %-34s %12s\n' "Remixer GFLOP/s (381 GFLOP/step)" "$r_gflops"
+printf '  %-34s %12s\n' "OpenBLAS sgemm 2048^3 GFLOP/s" "$r_peak"
+printf '  %-34s %12s\n' "Remixer share of sgemm peak" "$r_share %"
+if [ "$have_torch" = 1 ]; then
+    printf '  %-34s %12s\n' "PyTorch GFLOP/s, share of peak" \
+        "$(awk -v t="$t_step" -v p="$r_peak" 'BEGIN { g = 381 / (t / 1e3); printf "%.1f, %.1f %%", g, 100 * g / p }')"
+fi
+printf '  %-34s %12s\n' "Remixer peak memory (ru_maxrss)" "$r_rss MiB"
+[ "$have_torch" = 1 ] && printf '  %-34s %12s\n' "PyTorch peak memory (ru_maxrss)" "$t_rss MiB"
+[ "$have_torch" = 1 ] || echo "  (PyTorch: $python cannot import torch; only Remixer was run)"
