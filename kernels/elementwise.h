@@ -126,6 +126,21 @@ static inline RMX_HD float rmx_vq_dist(const float *z, long zstride, const float
     return acc;
 }
 
+/* The nearest of k codebook rows to z; ties keep the lowest index (a strict comparison), so every
+ * backend assigns the same code. */
+static inline RMX_HD int rmx_vq_nearest(const float *z, long zstride, const float *codebook, int k, int d) {
+    int best = 0;
+    float best_d = rmx_vq_dist(z, zstride, codebook, d);
+    for (int j = 1; j < k; j++) {
+        float dj = rmx_vq_dist(z, zstride, codebook + (long)j * d, d);
+        if (dj < best_d) {
+            best_d = dj;
+            best = j;
+        }
+    }
+    return best;
+}
+
 /* ---- AdamW, one element ---- */
 
 /* Per-step constants, computed once on the host in double so every element (and every backend)

@@ -294,15 +294,7 @@ static void cpu_vq_quantize(rmx_backend *be, int n, int d, int hw, const float *
     for (long q = 0; q < (long)n * hw; q++) {
         size_t b = (size_t)q / hw, p = (size_t)q % hw;
         const float *z = z_e + b * d * hw + p;
-        int best = 0;
-        float best_d = rmx_vq_dist(z, hw, codebook, d);
-        for (int j = 1; j < k; j++) {
-            float dj = rmx_vq_dist(z, hw, codebook + (size_t)j * d, d);
-            if (dj < best_d) { /* strict: ties keep the lowest index */
-                best_d = dj;
-                best = j;
-            }
-        }
+        int best = rmx_vq_nearest(z, hw, codebook, k, d);
         idx[q] = best;
         for (int j = 0; j < d; j++) z_q[(b * d + j) * hw + p] = codebook[(size_t)best * d + j];
     }

@@ -354,15 +354,7 @@ static void ref_vq_quantize(rmx_backend *be, int n, int d, int hw, const float *
     for (int b = 0; b < n; b++)
         for (int p = 0; p < hw; p++) {
             const float *z = z_e + (size_t)b * d * hw + p;
-            int best = 0;
-            float best_d = rmx_vq_dist(z, hw, codebook, d);
-            for (int j = 1; j < k; j++) {
-                float dj = rmx_vq_dist(z, hw, codebook + (size_t)j * d, d);
-                if (dj < best_d) { /* strict: ties keep the lowest index */
-                    best_d = dj;
-                    best = j;
-                }
-            }
+            int best = rmx_vq_nearest(z, hw, codebook, k, d);
             idx[(size_t)b * hw + p] = best;
             for (int j = 0; j < d; j++) z_q[((size_t)b * d + j) * hw + p] = codebook[(size_t)best * d + j];
         }
