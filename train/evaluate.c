@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "train/plot.h"
 #include "train/png.h"
 #include "util/exitcodes.h"
 #include "util/log.h"
@@ -91,6 +92,8 @@ static void report(rmx_trainer *t, eval_state *es, int64_t label_step, const flo
         rmx_png_spectrograms(png, panels, es->png_filled, 2, mp->n_mels, mp->segment_frames, 0, 0, err,
                              sizeof err) != 0)
         rmx_warn("%s", err);
+    snprintf(png, sizeof png, "%s/loss.png", t->cfg.run.dir);
+    if (rmx_plot_losses(t->metrics.path, png, err, sizeof err) != 0) rmx_warn("%s", err);
 }
 
 int rmx_evaluate(rmx_trainer *t, int64_t label_step) {

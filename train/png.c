@@ -83,10 +83,16 @@ int rmx_png_spectrograms(const char *path, const float *const *panels, int rows,
     if (!img) return rmx_seterr(err, errlen, "%s: out of memory for a %dx%d image", path, width, height);
     memset(img, 255, (size_t)width * height * 3);
     render(img, width, panels, rows, cols, m, t, lo, hi);
+    int rc = rmx_png_write_rgb(path, img, width, height, err, errlen);
+    free(img);
+    return rc;
+}
+
+int rmx_png_write_rgb(const char *path, const unsigned char *rgb, int width, int height, char *err,
+                      size_t errlen) {
     char tmp[4096];
     rmx_tmp_name(path, tmp, sizeof tmp);
-    int rc = write_png(tmp, img, width, height, err, errlen);
-    free(img);
+    int rc = write_png(tmp, rgb, width, height, err, errlen);
     if (rc == 0) rc = rmx_commit_file(tmp, path, err, errlen);
     if (rc != 0) remove(tmp);
     return rc;

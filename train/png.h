@@ -9,4 +9,8 @@
 int rmx_png_spectrograms(const char *path, const float *const *panels, int rows, int cols, int m,
                          int t, float lo, float hi, char *err, size_t errlen);
 
+/* Writes an 8-bit RGB image [height][width][3] durably (temporary name, fsync, rename). */
+int rmx_png_write_rgb(const char *path, const unsigned char *rgb, int width, int height, char *err,
+                      size_t errlen);
+
 #endif
