@@ -240,19 +240,23 @@ static int write_strings(hid_t obj, const char *name, const char *const *s, size
     return rc;
 }
 
-static int write_string(hid_t obj, const char *name, const char *s) { return write_strings(obj, name, &s, 1, 1); }
+static int write_string(hid_t obj, const char *name, const char *s) {
+    return write_strings(obj, name, &s, 1, 1);
+}
 
 static int write_root_attributes(hid_t file, const rmx_ckpt_meta *m) {
     hsize_t three = 3;
-    int bad = write_string(file, "format", RMX_CKPT_FORMAT) || write_i32(file, "format_version", RMX_CKPT_VERSION) ||
-              write_string(file, "stage", m->stage) || write_i64(file, "step", m->step) ||
-              write_i64(file, "samples_seen", m->samples_seen) ||
+    int bad = write_string(file, "format", RMX_CKPT_FORMAT) ||
+              write_i32(file, "format_version", RMX_CKPT_VERSION) || write_string(file, "stage", m->stage) ||
+              write_i64(file, "step", m->step) || write_i64(file, "samples_seen", m->samples_seen) ||
               write_attr(file, "seed", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, 1, &m->seed) ||
               write_string(file, "config", m->config ? m->config : "") ||
-              write_i32(file, "world_size", m->world_size) || write_i32(file, "global_batch", m->global_batch) ||
+              write_i32(file, "world_size", m->world_size) ||
+              write_i32(file, "global_batch", m->global_batch) ||
               write_i32(file, "micro_batch", m->micro_batch) ||
               write_attr(file, "input_shape", H5T_STD_I32LE, H5T_NATIVE_INT32, 0, three, m->input_shape) ||
-              write_i64(file, "adam_step", m->adam_step) || write_i64(file, "nonfinite_in_row", m->nonfinite_in_row) ||
+              write_i64(file, "adam_step", m->adam_step) ||
+              write_i64(file, "nonfinite_in_row", m->nonfinite_in_row) ||
               write_i64(file, "nonfinite_total", m->nonfinite_total);
     return bad ? -1 : 0;
 }
@@ -290,7 +294,8 @@ static int create_groups(hid_t file, const rmx_ckpt_layout *layout) {
     }
     if (!adam) return 0;
     if (create_group(file, "/optim", layout, "optim") != 0) return -1;
-    return create_group(file, "/optim/m", layout, NULL) || create_group(file, "/optim/v", layout, NULL) ? -1 : 0;
+    if (create_group(file, "/optim/m", layout, NULL) != 0) return -1;
+    return create_group(file, "/optim/v", layout, NULL);
 }
 
 static int write_tensor(hid_t group, const rmx_param_info *t, const float *data) {
@@ -302,10 +307,12 @@ static int write_tensor(hid_t group, const rmx_param_info *t, const float *data)
     chunk[0] = rows < 1 ? 1 : rows < dims[0] ? rows : dims[0];
     hid_t space = H5Screate_simple(t->ndim, dims, NULL);
     hid_t dcpl = untimed_plist(H5P_DATASET_CREATE);
-    int rc = space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, t->ndim, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0
+    int rc = space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, t->ndim, chunk) >= 0 &&
+                     H5Pset_fletcher32(dcpl) >= 0
                  ? 0
                  : -1;
-    hid_t ds = rc == 0 ? H5Dcreate2(group, t->name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT) : -1;
+    hid_t ds = rc == 0 ? H5Dcreate2(group, t->name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT)
+                       : -1;
     if (ds < 0 || H5Dwrite(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) rc = -1;
     if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;
     if (dcpl >= 0) H5Pclose(dcpl);
@@ -434,7 +441,8 @@ static void write_checkpoint(rmx_ckpt_writer *w) {
     rmx_ckpt_path(w->dir, o->step, o->path, sizeof o->path);
     char tmp[RMX_CKPT_PATH_MAX + 64];
     rmx_tmp_name(o->path, tmp, sizeof tmp);
-    file_job job = {.tmp = tmp, .file = -1, .delay_ms = w->delay_ms, .err = o->error, .errlen = sizeof o->error};
+    file_job job = {.tmp = tmp, .file = -1, .delay_ms = w->delay_ms, .err = o->error,
+                    .errlen = sizeof o->error};
     int rc = write_file(&job, &w->layout, &w->host, &w->meta);
     o->mib = (double)file_size(tmp) / (1024.0 * 1024.0);
     if (rc == 0) rc = rmx_commit_file(tmp, o->path, o->error, sizeof o->error);
@@ -523,7 +531,9 @@ static int read_integer(hid_t obj, const char *name, hid_t mem_type, void *out, 
     hid_t attr = open_attr(obj, name, H5T_INTEGER, err, errlen);
     if (attr < 0) return -1;
     hid_t space = H5Aget_space(attr);
-    int rc = space >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Aread(attr, mem_type, out) >= 0 ? 0 : -1;
+    int rc = space >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Aread(attr, mem_type, out) >= 0
+                 ? 0
+                 : -1;
     if (space >= 0) H5Sclose(space);
     H5Aclose(attr);
     return rc == 0 ? 0 : rmx_seterr(err, errlen, "attribute '%s' is not a single integer", name);
@@ -616,7 +626,8 @@ static rmx_ckpt_status read_counters(read_job *job, rmx_ckpt_meta *m) {
     m->world_size = (int32_t)world;
     m->global_batch = (int32_t)batch;
     m->micro_batch = (int32_t)micro;
-    if (m->step < 0 || world < 1 || batch < 1) return damaged(job, "implausible step, world_size or global_batch");
+    if (m->step < 0 || world < 1 || batch < 1)
+        return damaged(job, "implausible step, world_size or global_batch");
     return RMX_CKPT_LOADED;
 }
 
@@ -630,7 +641,8 @@ static rmx_ckpt_status read_header(read_job *job, const char *stage, rmx_ckpt_me
     if (read_integer(job->file, "format_version", H5T_NATIVE_INT64, &version, why, sizeof why) != 0)
         return damaged(job, "%s", why);
     if (version != RMX_CKPT_VERSION) {
-        rmx_seterr(job->err, job->errlen, "checkpoint %s has format version %" PRId64 "; this remixer-train reads version %d",
+        rmx_seterr(job->err, job->errlen,
+                   "checkpoint %s has format version %" PRId64 "; this remixer-train reads version %d",
                    job->path, version, RMX_CKPT_VERSION);
         return RMX_CKPT_REFUSED;
     }
@@ -639,13 +651,15 @@ static rmx_ckpt_status read_header(read_job *job, const char *stage, rmx_ckpt_me
     rmx_ckpt_status st = read_counters(job, m);
     if (st != RMX_CKPT_LOADED) return st;
     if (strcmp(m->stage, stage) != 0) {
-        rmx_seterr(job->err, job->errlen, "checkpoint %s is of stage '%s' but the config's stage is '%s'", job->path,
-                   m->stage, stage);
+        rmx_seterr(job->err, job->errlen, "checkpoint %s is of stage '%s' but the config's stage is '%s'",
+                   job->path, m->stage, stage);
         return RMX_CKPT_REFUSED;
     }
     if (m->adam_step != m->step) {
-        rmx_seterr(job->err, job->errlen, "checkpoint %s has adam_step %" PRId64 " at step %" PRId64
-                   "; this remixer-train counts every step as an AdamW step", job->path, m->adam_step, m->step);
+        rmx_seterr(job->err, job->errlen,
+                   "checkpoint %s has adam_step %" PRId64 " at step %" PRId64
+                   "; this remixer-train counts every step as an AdamW step",
+                   job->path, m->adam_step, m->step);
         return RMX_CKPT_REFUSED;
     }
     return RMX_CKPT_LOADED;
@@ -671,7 +685,8 @@ static int find_by_name(char **lines, size_t n, const char *line) {
 
 /* Compares the tensor list of a group in the file (`have`) with the model's (`want`) as sets of
  * names with shapes; the message names the first difference and counts the others. */
-static int compare_tensors(read_job *job, const char *group, char **have, size_t n_have, char **want, size_t n_want) {
+static int compare_tensors(read_job *job, const char *group, char **have, size_t n_have, char **want,
+                           size_t n_want) {
     char first[LINE_MAX_CHARS * 2 + RMX_CKPT_PATH_MAX + 64] = "";
     int differences = 0;
     for (size_t i = 0; i < n_want; i++) {
@@ -679,14 +694,16 @@ static int compare_tensors(read_job *job, const char *group, char **have, size_t
         if (j >= 0 && strcmp(shape_of(have[j]), shape_of(want[i])) == 0) continue;
         if (differences++) continue;
         if (j < 0)
-            snprintf(first, sizeof first, "checkpoint %s lacks %s (/%s), which the model has", job->path, want[i], group);
+            snprintf(first, sizeof first, "checkpoint %s lacks %s (/%s), which the model has", job->path,
+                     want[i], group);
         else
             snprintf(first, sizeof first, "checkpoint %s has %s but the model has %s", job->path, have[j],
                      shape_of(want[i]));
     }
     for (size_t j = 0; j < n_have; j++) {
         if (find_by_name(want, n_want, have[j]) >= 0 || differences++) continue;
-        snprintf(first, sizeof first, "checkpoint %s has %s (/%s), which the model lacks", job->path, have[j], group);
+        snprintf(first, sizeof first, "checkpoint %s has %s (/%s), which the model lacks", job->path, have[j],
+                 group);
     }
     if (differences == 0) return 0;
     if (differences == 1) return rmx_seterr(job->err, job->errlen, "%s", first);
@@ -739,7 +756,8 @@ static int dims_match(hid_t ds, const rmx_param_info *t) {
 }
 
 /* Reads a whole dataset: HDF5 verifies the Fletcher32 checksum of every chunk it reads. */
-static rmx_ckpt_status read_tensor(read_job *job, const char *group_path, const rmx_param_info *t, float *out) {
+static rmx_ckpt_status read_tensor(read_job *job, const char *group_path, const rmx_param_info *t,
+                                   float *out) {
     char name[LINE_MAX_CHARS + 64];
     snprintf(name, sizeof name, "%s/%s", group_path, t->name);
     if (H5Lexists(job->file, name, H5P_DEFAULT) <= 0) return damaged(job, "dataset %s is missing", name);
@@ -760,7 +778,8 @@ static rmx_ckpt_status read_tensor(read_job *job, const char *group_path, const 
     return st;
 }
 
-static rmx_ckpt_status read_registry(read_job *job, const char *group_path, const rmx_params *p, float *host) {
+static rmx_ckpt_status read_registry(read_job *job, const char *group_path, const rmx_params *p,
+                                     float *host) {
     for (int t = 0; t < p->count; t++) {
         rmx_ckpt_status st = read_tensor(job, group_path, &p->info[t], host + p->info[t].offset);
         if (st != RMX_CKPT_LOADED) return st;
@@ -775,8 +794,10 @@ static rmx_ckpt_status read_tensors(read_job *job, rmx_ckpt_host *h) {
         char group_path[64];
         snprintf(group_path, sizeof group_path, "/%s", part->group);
         rmx_ckpt_status st = read_registry(job, group_path, part->params, h->values[i]);
-        if (st == RMX_CKPT_LOADED && part->with_adam) st = read_registry(job, "/optim/m", part->params, h->m[i]);
-        if (st == RMX_CKPT_LOADED && part->with_adam) st = read_registry(job, "/optim/v", part->params, h->v[i]);
+        if (st != RMX_CKPT_LOADED) return st;
+        if (!part->with_adam) continue;
+        st = read_registry(job, "/optim/m", part->params, h->m[i]);
+        if (st == RMX_CKPT_LOADED) st = read_registry(job, "/optim/v", part->params, h->v[i]);
         if (st != RMX_CKPT_LOADED) return st;
     }
     return RMX_CKPT_LOADED;
@@ -816,7 +837,8 @@ static int resume_auto(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, r
     }
     for (int i = 0; i < n; i++) {
         char why[2048];
-        rmx_ckpt_status st = rmx_ckpt_read(files[i].path, rq->layout, rq->cfg->stage, meta, h, why, sizeof why);
+        rmx_ckpt_status st =
+            rmx_ckpt_read(files[i].path, rq->layout, rq->cfg->stage, meta, h, why, sizeof why);
         if (st == RMX_CKPT_LOADED) {
             snprintf(path, pathlen, "%s", files[i].path);
             break;
@@ -827,10 +849,12 @@ static int resume_auto(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, r
             break;
         }
         if (i + 1 < n) {
-            rmx_warn("checkpoint %s is damaged (%s), falling back to %s", files[i].path, why, base_name(files[i + 1].path));
+            rmx_warn("checkpoint %s is damaged (%s), falling back to %s", files[i].path, why,
+                     base_name(files[i + 1].path));
             continue;
         }
-        rmx_error("checkpoint %s is damaged (%s), and no older checkpoint in %s verifies", files[i].path, why, rq->dir);
+        rmx_error("checkpoint %s is damaged (%s), and no older checkpoint in %s verifies", files[i].path, why,
+                  rq->dir);
         code = RMX_EXIT_CHECKPOINT;
     }
     free(files);
@@ -841,15 +865,15 @@ static int resume_never(const rmx_ckpt_resume_request *rq) {
     rmx_ckpt_file *files;
     int n = rmx_ckpt_list(rq->dir, &files);
     if (n > 0)
-        rmx_warn("checkpoint.resume is never: starting at step 0 although %s holds %d checkpoint%s (newest %s), "
-                 "which a later start with resume auto would pick up",
+        rmx_warn("checkpoint.resume is never: starting at step 0 although %s holds %d checkpoint%s "
+                 "(newest %s), which a later start with resume auto would pick up",
                  rq->dir, n, n == 1 ? "" : "s", base_name(files[0].path));
     free(files);
     return RMX_EXIT_OK;
 }
 
-static int resume_from_path(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, rmx_ckpt_host *h, char *path,
-                            size_t pathlen) {
+static int resume_from_path(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, rmx_ckpt_host *h,
+                            char *path, size_t pathlen) {
     const char *file = rq->cfg->checkpoint.resume;
     struct stat st;
     if (stat(file, &st) != 0) {
@@ -857,7 +881,8 @@ static int resume_from_path(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *me
         return RMX_EXIT_CHECKPOINT;
     }
     if (S_ISDIR(st.st_mode)) {
-        rmx_error("checkpoint.resume: %s is a folder; name a ckpt-<step>.h5 file, or use auto with checkpoint.dir",
+        rmx_error("checkpoint.resume: %s is a folder; name a ckpt-<step>.h5 file, or use auto with "
+                  "checkpoint.dir",
                   file);
         return RMX_EXIT_CHECKPOINT;
     }
@@ -879,7 +904,8 @@ static void warn_about_changes(const rmx_ckpt_resume_request *rq, const rmx_ckpt
                  path, m->seed, c->train.seed, m->step);
     if (m->global_batch != c->train.global_batch)
         rmx_warn("checkpoint %s was written with train.global_batch %d, the config has %d: from step %" PRId64
-                 " on each step takes %d samples, so the data stream does not continue where that run stopped",
+                 " on each step takes %d samples, so the data stream does not continue where that run"
+                 " stopped",
                  path, m->global_batch, c->train.global_batch, m->step, c->train.global_batch);
 }
 
@@ -936,8 +962,8 @@ int rmx_ckpt_resume(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, char
     }
     if (c->rank == 0 || (head[0] == RMX_EXIT_OK && head[1])) rmx_ckpt_host_free(&h);
     if (c->rank == 0 && head[0] == RMX_EXIT_OK && head[1]) {
-        printf("resumed from %s at step %" PRId64 " (written by %d rank%s)\n", path, meta->step, meta->world_size,
-               meta->world_size == 1 ? "" : "s");
+        printf("resumed from %s at step %" PRId64 " (written by %d rank%s)\n", path, meta->step,
+               meta->world_size, meta->world_size == 1 ? "" : "s");
         fflush(stdout);
         warn_about_changes(rq, meta, path);
     }

@@ -81,6 +81,7 @@ static void report(rmx_trainer *t, eval_state *es, int64_t label_step, const flo
     rmx_metrics_write(&t->metrics, label_step, "val", &m, NULL);
     char png[RMX_PATH_MAX + 64], err[1024];
     snprintf(png, sizeof png, "%s/eval-%06" PRId64 ".png", t->cfg.run.dir, label_step);
+    rmx_progress_finish(&t->bar);
     printf("eval %6" PRId64 " | val loss %.4f (rec %.4f) | spectral convergence %.4f | %" PRId64
            " samples | %s\n", label_step, loss, terms[RMX_AE_LOSS_REC], sc, es->n_eval, png);
     fflush(stdout);

@@ -205,13 +205,17 @@ static void mpi_finish(void *ctx) {
 
 static void mpi_destroy(void *ctx) {
     mpi_transport *m = ctx;
+    mpi_finish(m);
+    MPI_Comm_free(&m->comm);
     free(m->req);
     free(m);
 }
 
 rmx_reduce_transport rmx_reduce_transport_mpi(MPI_Comm comm) {
     mpi_transport *m = xcalloc(1, sizeof *m);
-    m->comm = comm;
+    /* a communicator of its own: the buckets' pending collectives never interleave with the
+     * blocking ones the trainer runs on the world communicator meanwhile */
+    MPI_Comm_dup(comm, &m->comm);
     rmx_reduce_transport t = {m, mpi_start, mpi_finish, mpi_progress, mpi_destroy};
     return t;
 }

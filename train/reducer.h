@@ -42,7 +42,8 @@ typedef struct {
     void (*destroy)(void *ctx);
 } rmx_reduce_transport;
 
-/* MPI_Iallreduce (MPI_SUM of MPI_FLOAT, in place) over `comm`, on host buffers. */
+/* MPI_Iallreduce (MPI_SUM of MPI_FLOAT, in place) on host buffers, over a duplicate of `comm`
+ * (so it is collective over comm: every rank calls it, e.g. at set-up). */
 rmx_reduce_transport rmx_reduce_transport_mpi(MPI_Comm comm);
 
 typedef struct {

@@ -164,7 +164,6 @@ static int train_step(rmx_trainer *t, step_result *r, double *waited) {
 typedef struct {
     double start_s, interval_start_s, interval_wait_s;
     int64_t interval_first_step;
-    rmx_progress bar;
 } log_state;
 
 static void record_step(rmx_trainer *t, const step_result *r, float lr) {
@@ -194,7 +193,7 @@ static void print_line(rmx_trainer *t, const step_result *r, float lr, log_state
     else
         snprintf(terms, sizeof terms, "rec %.4f commit %.4f ppl %.1f", r->terms[RMX_AE_LOSS_REC],
                  r->terms[RMX_AE_LOSS_COMMIT], r->vq.perplexity);
-    rmx_progress_finish(&ls->bar);
+    rmx_progress_finish(&t->bar);
     printf("step %6" PRId64 "/%" PRId64 " | loss %.4f (%s) | lr %.2e | %.1f samples/s | data %2.0f%% | ETA %s\n",
            t->step + 1, t->cfg.train.steps, r->loss, terms, lr, samples_s, wait_pct, eta);
     fflush(stdout);
@@ -212,7 +211,7 @@ static void log_step(rmx_trainer *t, const step_result *r, log_state *ls, double
     int64_t done = t->step + 1;
     if (c->log.every > 0 && (done % c->log.every == 0 || done == c->train.steps))
         print_line(t, r, lr, ls, rmx_now_s());
-    rmx_progress_update(&ls->bar, done, NULL);
+    rmx_progress_update(&t->bar, done, NULL);
 }
 
 /* A fresh run evaluates the untrained model first: the baseline later evaluations improve on. A
@@ -280,10 +279,10 @@ static rmx_ckpt_meta checkpoint_meta(const rmx_trainer *t, int64_t completed) {
 
 /* Rank 0: reports a write that has finished; with `block`, waits for the one in flight first.
  * Returns -1 when that write failed. */
-static int report_checkpoint(rmx_trainer *t, int block, rmx_progress *bar) {
+static int report_checkpoint(rmx_trainer *t, int block) {
     rmx_ckpt_outcome o;
     if (!t->ckpt || !rmx_ckpt_writer_collect(t->ckpt, block, &o)) return 0;
-    rmx_progress_finish(bar);
+    rmx_progress_finish(&t->bar);
     if (o.failed) {
         rmx_error("checkpoint %s was not saved: %s", o.path, o.error);
         return -1;
@@ -298,33 +297,33 @@ static int report_checkpoint(rmx_trainer *t, int block, rmx_progress *bar) {
 /* Rank 0: a checkpoint of `completed` steps, unless it is on disk already (resumed from, or a
  * periodic one of the same step). A failed earlier write is reported and this one goes ahead.
  * Returns -1 when a synchronous write failed. */
-static int save_checkpoint(rmx_trainer *t, int64_t completed, int background, rmx_progress *bar) {
+static int save_checkpoint(rmx_trainer *t, int64_t completed, int background) {
     if (t->comm.rank != 0) return 0;
-    report_checkpoint(t, 1, bar);
+    report_checkpoint(t, 1);
     if (t->ckpt_step == completed) return 0;
     rmx_ckpt_meta meta = checkpoint_meta(t, completed);
     rmx_ckpt_save(t->ckpt, &meta, background);
-    return background ? 0 : report_checkpoint(t, 1, bar);
+    return background ? 0 : report_checkpoint(t, 1);
 }
 
 /* Periodic checkpoints are written in the background while training goes on; a failed one is
  * reported and training continues with the previous checkpoint still on disk. */
-static void checkpoint_if_due(rmx_trainer *t, rmx_progress *bar) {
+static void checkpoint_if_due(rmx_trainer *t) {
     int64_t done = t->step + 1, every = t->cfg.checkpoint.every;
-    if (every > 0 && done % every == 0 && done < t->cfg.train.steps) save_checkpoint(t, done, 1, bar);
-    else if (t->comm.rank == 0) report_checkpoint(t, 0, bar);
+    if (every > 0 && done % every == 0 && done < t->cfg.train.steps) save_checkpoint(t, done, 1);
+    else if (t->comm.rank == 0) report_checkpoint(t, 0);
 }
 
 /* A finished run leaves its final checkpoint on disk before it says so. */
-static int save_final_checkpoint(rmx_trainer *t, rmx_progress *bar) {
-    int failed = save_checkpoint(t, t->cfg.train.steps, 0, bar) != 0;
+static int save_final_checkpoint(rmx_trainer *t) {
+    int failed = save_checkpoint(t, t->cfg.train.steps, 0) != 0;
     return rmx_comm_any(&t->comm, failed) ? RMX_EXIT_FAILURE : RMX_EXIT_OK;
 }
 
 /* The ranks agreed to stop before step t->step, so t->step steps are done: rank 0 saves them
  * synchronously (after any write in flight), then every rank exits 75, or 1 without a checkpoint. */
-static int stop_with_checkpoint(rmx_trainer *t, rmx_progress *bar) {
-    int failed = save_checkpoint(t, t->step, 0, bar) != 0;
+static int stop_with_checkpoint(rmx_trainer *t) {
+    int failed = save_checkpoint(t, t->step, 0) != 0;
     const char *signal = rmx_signal_name(t->stop_signal);
     if (rmx_comm_any(&t->comm, failed)) {
         if (t->comm.rank == 0)
@@ -352,7 +351,8 @@ static int start_run(rmx_trainer *t) {
 
 static void print_finished(const rmx_trainer *t) {
     if (t->comm.rank != 0) return;
-    printf("finished %" PRId64 " steps; metrics in %s/metrics.jsonl, spectrogram PNGs in %s/, final checkpoint %s\n",
+    printf("finished %" PRId64 " steps; metrics in %s/metrics.jsonl, spectrogram PNGs in %s/, "
+           "final checkpoint %s\n",
            t->cfg.train.steps, t->cfg.run.dir, t->cfg.run.dir, t->ckpt_path);
 }
 
@@ -362,8 +362,8 @@ int rmx_trainer_run(rmx_trainer *t) {
     if (t->start_step >= t->cfg.train.steps) {
         /* A relaunch of a finished run: nothing to train, and its log and checkpoints stay as they are. */
         if (t->comm.rank == 0)
-            printf("nothing to do: the run is at step %" PRId64 " and train.steps is %" PRId64 "\n", t->start_step,
-                   t->cfg.train.steps);
+            printf("nothing to do: the run is at step %" PRId64 " and train.steps is %" PRId64 "\n",
+                   t->start_step, t->cfg.train.steps);
         return RMX_EXIT_OK;
     }
     code = start_run(t);
@@ -372,8 +372,8 @@ int rmx_trainer_run(rmx_trainer *t) {
     log_state ls = {.start_s = rmx_now_s(), .interval_start_s = rmx_now_s(),
                     .interval_first_step = t->start_step};
     if (t->comm.rank == 0) {
-        rmx_progress_start(&ls.bar, "train", t->cfg.train.steps);
-        rmx_progress_update(&ls.bar, t->start_step, NULL);
+        rmx_progress_start(&t->bar, "train", t->cfg.train.steps);
+        rmx_progress_update(&t->bar, t->start_step, NULL);
     }
     code = evaluate_at_start(t);
     for (t->step = t->start_step; code == RMX_EXIT_OK && t->step < t->cfg.train.steps; t->step++) {
@@ -384,12 +384,12 @@ int rmx_trainer_run(rmx_trainer *t) {
         log_step(t, &r, &ls, waited);
         code = evaluate_if_due(t);
         if (code != 0) break;
-        checkpoint_if_due(t, &ls.bar);
+        checkpoint_if_due(t);
     }
-    if (code == RMX_EXIT_PREEMPTED) code = stop_with_checkpoint(t, &ls.bar);
-    else if (code == RMX_EXIT_OK) code = save_final_checkpoint(t, &ls.bar);
-    report_checkpoint(t, 1, &ls.bar); /* a periodic write still in flight when an error stopped the run */
-    if (t->comm.rank == 0) rmx_progress_finish(&ls.bar);
+    if (code == RMX_EXIT_PREEMPTED) code = stop_with_checkpoint(t);
+    else if (code == RMX_EXIT_OK) code = save_final_checkpoint(t);
+    report_checkpoint(t, 1); /* a periodic write still in flight when an error stopped the run */
+    if (t->comm.rank == 0) rmx_progress_finish(&t->bar);
     if (code == RMX_EXIT_OK) print_finished(t);
     return code;
 }

@@ -14,6 +14,7 @@
 #include "train/comm.h"
 #include "train/config.h"
 #include "train/metrics.h"
+#include "util/progress.h"
 
 typedef struct {
     rmx_config cfg;
@@ -33,6 +34,7 @@ typedef struct {
 
     rmx_loader *loader;
     rmx_metrics metrics;
+    rmx_progress bar;     /* rank 0, on a terminal; cleared before any line is printed */
     int nonfinite_in_row;
     int64_t nonfinite_total;
 

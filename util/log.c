@@ -3,12 +3,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "util/progress.h"
+
 static const char *g_program = "remixer";
 
 void rmx_log_set_program(const char *name) { g_program = name; }
 const char *rmx_log_program(void) { return g_program; }
 
 static void vmessage(const char *kind, const char *fmt, va_list ap) {
+    rmx_progress_clear_active(); /* a message never lands on the end of a progress bar */
     fprintf(stderr, "%s: %s", g_program, kind);
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);

@@ -5,6 +5,9 @@
 #include <time.h>
 #include <unistd.h>
 
+/* The bar last drawn and not cleared since: one terminal line, so at most one. */
+static rmx_progress *g_on_screen;
+
 double rmx_now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -42,10 +45,16 @@ void rmx_progress_update(rmx_progress *p, int64_t done, const char *note) {
     if (now - p->last_draw_s < 0.1 && done < p->total) return;
     p->last_draw_s = now;
     draw(p, note);
+    g_on_screen = p;
 }
 
 void rmx_progress_finish(rmx_progress *p) {
-    if (!p->enabled) return;
+    if (!p->enabled || g_on_screen != p) return;
     fprintf(stderr, "\r\033[K");
     fflush(stderr);
+    g_on_screen = NULL;
+}
+
+void rmx_progress_clear_active(void) {
+    if (g_on_screen) rmx_progress_finish(g_on_screen);
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kernels/backend.h"
 #include "model/autoencoder.h"
@@ -25,12 +26,31 @@
 #define BRIEF_PARAMS 1602289
 #define BENCH_SEED 42u
 
-void openblas_set_num_threads(int num_threads);
-
 static double now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* CPU seconds the whole machine spent busy (every process) since boot, from /proc/stat. */
+static double machine_busy_s(void) {
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f) return 0;
+    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                     &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (got != 8) return 0;
+    /* user nice system [idle iowait] irq softirq steal */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* CPU seconds of this process (all threads). */
+static double own_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           1e-6 * (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec);
 }
 
 static int cmp_double(const void *a, const void *b) {
@@ -253,7 +273,8 @@ static void install_profiler(rmx_backend *be) {
 }
 
 static void print_profile(int steps, double step_s) {
-    printf("\nprofile (per step; the sum leaves out the model's own code between calls):\n");
+    printf("\nprofile (mean per timed step; %% of the mean step; the sum leaves out the model's own "
+           "code between calls):\n");
     double sum = 0;
     for (int i = 0; i < P_COUNT; i++) {
         double ms = 1e3 * prof.t[i] / steps;
@@ -369,16 +390,24 @@ int main(int argc, char **argv) {
     be->to_backend(be, x, hx, nx * sizeof *x);
 
     printf("Remixer train step: autoencoder 1x%dx%d, C %d, mult [%d, %d, %d], res_blocks %d, "
-           "latent %d, kl; batch %d; %zu parameters (brief: %d); cpu backend, %d threads\n",
+           "latent %d, kl; batch %d; %zu parameters (brief: %d); cpu backend, %d threads; OpenBLAS "
+           "kernels: %s\n",
            hp.mels, hp.frames, hp.channels, hp.channel_mult[0], hp.channel_mult[1],
            hp.channel_mult[2], hp.res_blocks, hp.latent_channels, batch, p->numel, BRIEF_PARAMS,
-           threads);
+           threads, openblas_get_corename());
 
     double *times = malloc((size_t)steps * sizeof *times);
     if (!times) abort();
+    /* Other processes' CPU time during the timed steps, as a share of the machine: on 2 cores
+     * anything else running slows every OpenMP region down to its delayed thread. */
+    const int cores = omp_get_num_procs();
+    double busy0 = 0, own0 = 0, t_start = 0;
     float first_loss = 0, last_loss = 0;
     for (int s = 0; s < warmup + steps; s++) {
-        if (s == warmup) { /* the profile counts the timed steps only */
+        if (s == warmup) { /* the profile and the load count the timed steps only */
+            busy0 = machine_busy_s();
+            own0 = own_cpu_s();
+            t_start = now();
             memset(prof.t, 0, sizeof prof.t);
             memset(prof.elems, 0, sizeof prof.elems);
             prof.nshapes = 0;
@@ -406,37 +435,47 @@ int main(int argc, char **argv) {
         printf("  step %d%s: %8.1f ms  loss %.6g  grad norm %.4g\n", s, s < warmup ? " (warm-up)" : "",
                1e3 * dt, loss, sqrt(host[RMX_AE_N_LOSS]));
     }
-    double med = median(times, steps), best = times[0];
+    double foreign = (machine_busy_s() - busy0) - (own_cpu_s() - own0);
+    double foreign_pct = 100.0 * (foreign > 0 ? foreign : 0) / ((now() - t_start) * cores);
+    double med = median(times, steps), best = times[0], mean = 0;
+    for (int s = 0; s < steps; s++) mean += times[s] / steps;
     for (int s = 1; s < steps; s++) best = times[s] < best ? times[s] : best;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     double rss_mib = (double)ru.ru_maxrss / 1024.0;
     double arena_mib = (double)rmx_ae_arena_bytes(ae) / (1024.0 * 1024.0);
     double params_mib = 4.0 * p->span * sizeof(float) / (1024.0 * 1024.0);
-    if (profile) print_profile(steps, med);
+    if (profile) print_profile(steps, mean);
 
     conv_flops f = count_model(&hp, batch);
     double own_gflop = (f.fwd + f.dw + f.dx) * 1e-9;
     double brief_gflop = BRIEF_GFLOP * batch / 8.0;
+    double busy1 = machine_busy_s(), own1 = own_cpu_s(), t1 = now();
     double peak = sgemm_peak(sgemm_n, threads, sgemm_reps);
+    double sgemm_foreign = (machine_busy_s() - busy1) - (own_cpu_s() - own1);
+    double sgemm_foreign_pct = 100.0 * (sgemm_foreign > 0 ? sgemm_foreign : 0) / ((now() - t1) * cores);
     double gflops = brief_gflop / med, own_gflops = own_gflop / med;
 
     printf("\nloss %.6g -> %.6g over %d steps\n", first_loss, last_loss, warmup + steps);
-    printf("step time: median %.1f ms, min %.1f ms (%d timed steps after %d warm-up)\n", 1e3 * med,
-           1e3 * best, steps, warmup);
+    printf("step time: median %.1f ms, min %.1f ms (%d timed steps after %d warm-up); other "
+           "processes used %.1f %% of the %d cores meanwhile\n", 1e3 * med, 1e3 * best, steps, warmup,
+           foreign_pct, cores);
     printf("conv FLOP per step (own count): forward %.1f G, dw %.1f G, dx %.1f G, total %.1f G; "
            "brief: %.0f G (3 x forward = %.1f G)\n",
            f.fwd * 1e-9, f.dw * 1e-9, f.dx * 1e-9, own_gflop, brief_gflop, 3 * f.fwd * 1e-9);
     printf("achieved: %.1f GFLOP/s with the brief's %.0f GFLOP, %.1f GFLOP/s with the own count\n",
            gflops, brief_gflop, own_gflops);
-    printf("OpenBLAS sgemm %d^3, %d threads, median of %d: %.1f GFLOP/s; the step reaches %.1f %% "
-           "of it\n", sgemm_n, threads, sgemm_reps, peak, 100.0 * gflops / peak);
+    printf("OpenBLAS sgemm %d^3, %d threads, median of %d: %.1f GFLOP/s (other processes %.1f %%); "
+           "the step reaches %.1f %% of it\n", sgemm_n, threads, sgemm_reps, peak, sgemm_foreign_pct,
+           100.0 * gflops / peak);
     printf("peak memory (ru_maxrss, before the sgemm): %.1f MiB (arena %.1f MiB, parameters + grads "
            "+ Adam m, v %.1f MiB)\n", rss_mib, arena_mib, params_mib);
-    printf("RESULT threads=%d batch=%d step_median_ms=%.1f step_min_ms=%.1f gflops_brief=%.1f "
+    printf("RESULT openblas_core=%s threads=%d batch=%d step_median_ms=%.1f step_min_ms=%.1f gflops_brief=%.1f "
            "gflops_own=%.1f own_gflop=%.1f sgemm_peak_gflops=%.1f peak_share_pct=%.1f "
-           "maxrss_mib=%.1f\n", threads, batch, 1e3 * med, 1e3 * best, gflops, own_gflops,
-           own_gflop, peak, 100.0 * gflops / peak, rss_mib);
+           "maxrss_mib=%.1f foreign_cpu_pct=%.1f sgemm_foreign_cpu_pct=%.1f\n",
+           openblas_get_corename(), threads, batch,
+           1e3 * med, 1e3 * best, gflops, own_gflops, own_gflop, peak, 100.0 * gflops / peak, rss_mib,
+           foreign_pct, sgemm_foreign_pct);
 
     free(times);
     free(hx);

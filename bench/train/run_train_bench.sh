@@ -5,8 +5,12 @@
 #
 # THREADS defaults to every core, STEPS (timed steps per run, after 1 warm-up) to 5, REPEATS (runs
 # of each program, alternating, so that a burst of load hits both) to 3. Each run reports the
-# median of its steps; the table gives the median over the runs. Needs a build with the
+# median of its steps and how much CPU other processes took meanwhile; the table gives the median
+# over the runs where that stayed below 5 % of the machine (over all runs, with a warning, when
+# none did: on 2 cores any other process slows every OpenMP region down). Needs a build with the
 # bench_train_step target and /usr/bin/python3 with torch (Debian's python3-torch).
+# OpenBLAS picks its kernels at load time; OPENBLAS_CORETYPE (e.g. SkylakeX) in the environment
+# overrides that for the Remixer runs (see README.md).
 set -eu
 
 if [ $# -lt 1 ]; then
@@ -33,30 +37,51 @@ while [ "$i" -le "$repeats" ]; do
     echo "run $i/$repeats: Remixer"
     "$bench" --threads "$threads" --steps "$steps" > "$logs/remixer.$i"
     grep -E '^(step time|achieved|OpenBLAS|peak memory)' "$logs/remixer.$i" | sed 's/^/    /'
+    sed -n 's/^RESULT //p' "$logs/remixer.$i" >> "$logs/remixer.res"
     if [ "$have_torch" = 1 ]; then
         echo "run $i/$repeats: PyTorch"
         "$python" "$here/torch_train_step.py" --threads "$threads" --steps "$steps" > "$logs/torch.$i"
         grep -E '^(step time|peak memory)' "$logs/torch.$i" | sed 's/^/    /'
+        sed -n 's/^RESULT //p' "$logs/torch.$i" >> "$logs/torch.res"
     fi
     i=$((i + 1))
 done
 echo "load after: $(uptime | sed 's/.*load average: //')"
 
-# The median over runs of key $2 in the RESULT lines of files $1.*
+# Keeps the RESULT lines of $1 whose runs (steps, and sgemm) saw other processes below 5 % of the
+# machine; all of them if none did.
+clean() {
+    awk '{ ok = 1; for (i = 1; i <= NF; i++) if ($i ~ /foreign_cpu_pct=/) { split($i, kv, "=");
+             if (kv[2] + 0 >= 5) ok = 0 } } ok' "$logs/$1.res" > "$logs/$1.clean"
+    if [ -s "$logs/$1.clean" ]; then
+        echo "$1: $(wc -l < "$logs/$1.clean") of $repeats runs below 5 % load from other processes"
+    else
+        cp "$logs/$1.res" "$logs/$1.clean"
+        echo "$1: WARNING: every run shared the CPU with other processes; figures are pessimistic"
+    fi
+}
+
+# The median over the kept runs of key $2 in $1's RESULT lines.
 median() {
-    cat "$logs/$1".* | sed -n 's/^RESULT //p' | tr ' ' '\n' | sed -n "s/^$2=//p" | sort -g |
+    tr ' ' '\n' < "$logs/$1.clean" | sed -n "s/^$2=//p" | sort -g |
         awk '{ v[NR] = $1 } END { if (NR == 0) print "nan";
                                   else if (NR % 2) print v[(NR + 1) / 2];
                                   else printf "%.1f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
+
+echo
+clean remixer
+[ "$have_torch" = 1 ] && clean torch
 
 r_step=$(median remixer step_median_ms)
 r_gflops=$(median remixer gflops_brief)
 r_peak=$(median remixer sgemm_peak_gflops)
 r_share=$(median remixer peak_share_pct)
 r_rss=$(median remixer maxrss_mib)
+r_core=$(tr ' ' '\n' < "$logs/remixer.clean" | sed -n 's/^openblas_core=//p' | head -n 1)
 echo
-echo "summary: batch 8, 1x128x256, $threads threads, median over $repeats runs of the median of $steps steps"
+echo "summary: batch 8, 1x128x256, $threads threads, median over the kept runs of the median of $steps steps"
+echo "(OpenBLAS kernels: $r_core)"
 printf '  %-34s %12s\n' "Remixer step" "$r_step ms"
 if [ "$have_torch" = 1 ]; then
     t_step=$(median torch step_median_ms)

@@ -82,7 +82,7 @@ static void cuda_free(rmx_backend *be, void *p) {
     CUDA_CHECK(cudaFree(p));
 }
 
-static void upload(rmx_backend *be, void *dst, const void *src, size_t bytes) {
+void rmx_cuda_upload(rmx_backend *be, void *dst, const void *src, size_t bytes) {
     rmx_cuda_state *st = cuda_state(be);
     cudaStream_t stream = st->base.stream;
     if (bytes == 0) return;
@@ -107,7 +107,7 @@ static void upload(rmx_backend *be, void *dst, const void *src, size_t bytes) {
 }
 
 static void cuda_to_backend(rmx_backend *be, void *dst, const void *host_src, size_t bytes) {
-    upload(be, dst, host_src, bytes);
+    rmx_cuda_upload(be, dst, host_src, bytes);
 }
 
 static void cuda_to_host(rmx_backend *be, void *host_dst, const void *src, size_t bytes) {
@@ -184,7 +184,7 @@ static void cuda_randn(rmx_backend *be, float *out, int n_samples, size_t per_sa
     if (!total) return;
     /* sample_index is host memory: the kernel reads a device copy of it */
     int64_t *index = (int64_t *)rmx_cuda_scratch(be, sizeof(int64_t) * (size_t)n_samples);
-    upload(be, index, sample_index, sizeof(int64_t) * (size_t)n_samples);
+    rmx_cuda_upload(be, index, sample_index, sizeof(int64_t) * (size_t)n_samples);
     randn_kernel<<<ew_blocks(total), EW_THREADS, 0, cuda_impl(be)->stream>>>(
         out, per_sample, total, seed, purpose, step, index);
     CUDA_LAUNCHED();

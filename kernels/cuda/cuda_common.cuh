@@ -58,6 +58,10 @@ static inline rmx_cuda_impl *cuda_impl(const rmx_backend *be) { return (rmx_cuda
  * Growth waits for the stream first, since queued kernels may still read the old buffer. */
 void *rmx_cuda_scratch(rmx_backend *be, size_t bytes);
 
+/* Host -> device copy on the backend's stream that returns at once and leaves the host buffer
+ * free for reuse (it is staged through pinned memory). */
+void rmx_cuda_upload(rmx_backend *be, void *dst, const void *src, size_t bytes);
+
 /* ---- launch geometry ---- */
 
 #define EW_THREADS 256

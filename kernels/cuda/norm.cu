@@ -144,44 +144,53 @@ static void cuda_silu_bwd(rmx_backend *be, size_t n, const float *x, const float
     CUDA_LAUNCHED();
 }
 
-/* ---- nearest x2 upsample: x [planes, h, w] -> y [planes, 2h, 2w] ---- */
+/* ---- nearest x2 upsample: x [planes, h, w] -> y [planes, 2h, 2w] ----
+ * Grids of (blocks along a plane, planes in a grid-stride loop): one 32-bit division a thread. */
+
+#define UP_THREADS 256
+#define UP_MAX_PLANES 65535u
 
 /* One thread per output element. */
 __global__ void upsample2x_fwd_kernel(size_t planes, int h, int w, const float *x, float *y) {
-    size_t w2 = 2 * (size_t)w, total = planes * 4 * (size_t)h * w;
-    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (size_t)gridDim.x * blockDim.x) {
-        size_t ox = e % w2, oy = (e / w2) % (2 * (size_t)h), plane = e / (w2 * 2 * (size_t)h);
-        y[e] = x[(plane * h + oy / 2) * w + ox / 2];
-    }
+    int q = blockIdx.x * blockDim.x + threadIdx.x, w2 = 2 * w;
+    if (q >= 4 * h * w) return;
+    int oy = q / w2, ox = q - oy * w2;
+    for (size_t plane = blockIdx.y; plane < planes; plane += gridDim.y)
+        y[plane * 4 * h * w + q] = x[plane * h * w + (size_t)(oy / 2) * w + ox / 2];
 }
 
 /* One thread per input element: the sum of its 2x2 block, grouped as the reference groups it. */
 __global__ void upsample2x_bwd_kernel(size_t planes, int h, int w, const float *dy, float *dx) {
-    size_t w2 = 2 * (size_t)w, total = planes * (size_t)h * w;
-    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < total;
-         e += (size_t)gridDim.x * blockDim.x) {
-        size_t ix = e % w, iy = (e / w) % h, plane = e / ((size_t)h * w);
-        const float *d = dy + (plane * 2 * h + 2 * iy) * w2 + 2 * ix;
-        dx[e] = (d[0] + d[1]) + (d[w2] + d[w2 + 1]);
+    int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= h * w) return;
+    int iy = q / w, ix = q - iy * w;
+    size_t w2 = 2 * (size_t)w;
+    for (size_t plane = blockIdx.y; plane < planes; plane += gridDim.y) {
+        const float *d = dy + (plane * 2 * h + 2 * (size_t)iy) * w2 + 2 * ix;
+        dx[plane * h * w + q] = (d[0] + d[1]) + (d[w2] + d[w2 + 1]);
     }
+}
+
+static dim3 upsample_grid(size_t per_plane, size_t planes) {
+    return dim3((unsigned)ceil_div(per_plane, UP_THREADS),
+                (unsigned)(planes < UP_MAX_PLANES ? planes : UP_MAX_PLANES));
 }
 
 static void cuda_upsample2x_fwd(rmx_backend *be, int n, int c, int h, int w, const float *x,
                                 float *y) {
-    size_t planes = (size_t)n * c, total = planes * 4 * (size_t)h * w;
-    if (!total) return;
-    upsample2x_fwd_kernel<<<ew_blocks(total), EW_THREADS, 0, cuda_impl(be)->stream>>>(planes, h, w,
-                                                                                       x, y);
+    size_t planes = (size_t)n * c;
+    if (!planes || !h || !w) return;
+    upsample2x_fwd_kernel<<<upsample_grid(4 * (size_t)h * w, planes), UP_THREADS, 0,
+                            cuda_impl(be)->stream>>>(planes, h, w, x, y);
     CUDA_LAUNCHED();
 }
 
 static void cuda_upsample2x_bwd(rmx_backend *be, int n, int c, int h, int w, const float *dy,
                                 float *dx) {
-    size_t planes = (size_t)n * c, total = planes * (size_t)h * w;
-    if (!total) return;
-    upsample2x_bwd_kernel<<<ew_blocks(total), EW_THREADS, 0, cuda_impl(be)->stream>>>(planes, h, w,
-                                                                                       dy, dx);
+    size_t planes = (size_t)n * c;
+    if (!planes || !h || !w) return;
+    upsample2x_bwd_kernel<<<upsample_grid((size_t)h * w, planes), UP_THREADS, 0,
+                            cuda_impl(be)->stream>>>(planes, h, w, dy, dx);
     CUDA_LAUNCHED();
 }
 

@@ -1,30 +1,22 @@
 /* Vector quantisation on the GPU: nearest code, the codebook statistics, the EMA update.
  *
  * All three reproduce the reference's float arithmetic in the reference's order, so the codes,
- * counts and sums are bit-identical to the CPU backends': the distance is rmx_vq_dist (channel
- * order), and the statistics of a code are accumulated position by position in (sample,
+ * counts and sums are bit-identical to the CPU backends': the search is rmx_vq_nearest (distances
+ * summed in channel order), and the statistics of a code are accumulated position by position in (sample,
  * position) order by one warp that owns the code. */
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/elementwise.h"
 
-/* One thread per position: the nearest code by a direct scan (ties keep the lowest index). The
- * codebook rows are read by every thread of a warp at once, which the cache broadcasts. */
+/* One thread per position: the nearest code by the shared direct scan (ties keep the lowest
+ * index). The codebook rows are read by every thread of a warp at once, which the cache
+ * broadcasts. */
 __global__ void vq_quantize_kernel(int n, int d, int hw, const float *z_e, const float *codebook,
                                    int k, int32_t *idx, float *z_q) {
     size_t total = (size_t)n * hw;
     for (size_t q = (size_t)blockIdx.x * blockDim.x + threadIdx.x; q < total;
          q += (size_t)gridDim.x * blockDim.x) {
         size_t b = q / hw, p = q % hw;
-        const float *z = z_e + b * d * hw + p;
-        int best = 0;
-        float best_d = rmx_vq_dist(z, hw, codebook, d);
-        for (int j = 1; j < k; j++) {
-            float dj = rmx_vq_dist(z, hw, codebook + (size_t)j * d, d);
-            if (dj < best_d) { /* strict: ties keep the lowest index */
-                best_d = dj;
-                best = j;
-            }
-        }
+        int best = rmx_vq_nearest(z_e + b * d * hw + p, hw, codebook, k, d);
         idx[q] = best;
         for (int j = 0; j < d; j++) z_q[(b * d + j) * hw + p] = codebook[(size_t)best * d + j];
     }

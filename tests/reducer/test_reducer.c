@@ -116,9 +116,6 @@ static void check_plan(const rmx_params *p, const rmx_reducer *r, size_t cap, co
     const rmx_bucket *b = rmx_reducer_buckets(r, &nb);
     CHECK(nb >= 1, "%s: no buckets", what);
     /* tiling: sorted by begin, each starts where the previous ended, from 0 to span */
-    size_t *seen = calloc((size_t)nb, sizeof *seen);
-    int *owner = calloc((size_t)p->count, sizeof *owner);
-    if (!seen || !owner) abort();
     size_t covered = 0;
     for (int k = 0; k < nb; k++) covered += b[k].end - b[k].begin;
     CHECK(covered == p->span, "%s: buckets cover %zu floats of %zu", what, covered, p->span);
@@ -163,8 +160,6 @@ static void check_plan(const rmx_params *p, const rmx_reducer *r, size_t cap, co
                   "(lowest tensor %d): not in completion order", what, k, b[k].min_id, k - 1,
                   b[k - 1].min_id);
     }
-    free(seen);
-    free(owner);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -207,12 +202,15 @@ static void run_step(const rmx_params *p, rmx_reducer *r, recorder *rec, int ord
         if (i % 3 == 0) rmx_reducer_hook(r, perm[i]); /* repeats are ignored */
         marked[perm[i]] = 1;
         /* as soon as a prefix of the launch order is complete, all of it has started */
-        int complete = 0, all = 1;
-        for (; complete < nb && all; complete += all) {
-            for (int q = 0; q < n && all; q++) {
+        int complete = 0;
+        while (complete < nb) {
+            int all = 1;
+            for (int q = 0; q < n; q++) {
                 const rmx_param_info *t = rmx_params_get(p, q);
-                if (t->offset >= b[complete].begin && t->offset < b[complete].end) all = marked[q];
+                if (t->offset >= b[complete].begin && t->offset < b[complete].end && !marked[q]) all = 0;
             }
+            if (!all) break;
+            complete++;
         }
         CHECK(rmx_reducer_started(r) == complete,
               "%s: after %d reports %d buckets complete in prefix, %d started",

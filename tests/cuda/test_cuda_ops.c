@@ -1,0 +1,399 @@
+/* The cuda backend against the reference backend, op by op, forward and backward, on random inputs
+ * of the architecture's shapes and some awkward ones. Inputs are made on the host, copied to the
+ * GPU, and the results copied back. TF32 is off (RMX_CUDA_TF32 unset): float GEMMs.
+ *
+ * Tolerances, relative to the largest magnitude of the reference output:
+ *   convolutions 5e-5 (float GEMM, summed in cuBLAS's order, against the reference's double sums;
+ *   the weight gradient sums up to a few thousand products), GroupNorm 2e-5, reductions 1e-6,
+ *   element-wise ops built on libm (randn, gaussian sample, KL) 1e-6: the device's logf, expf,
+ *   sinf, cosf may differ from glibc's in the last bits; everything else exact (0): the same
+ *   elementwise.h arithmetic without contraction, or the same float sums in the same order
+ *   (quantisation, codebook statistics, upsample, AdamW).
+ * Also checked: outputs documented as written are written (device buffers start as garbage),
+ * accumulated ones accumulate, NULL pointers skip their work, and the convolution's chunking over
+ * samples (shapes whose unfolded input exceeds one chunk) against the cpu backend, and the weight
+ * gradient's split into pieces of columns. */
+#include "cuda_test.h"
+#include "ktest.h"
+
+static rmx_backend *ref, *cpu, *gpu;
+
+#define TOL_CONV 5e-5
+#define TOL_NORM 2e-5
+#define TOL_LIBM 1e-6
+#define TOL_RED 1e-6
+
+static void report_arrays(const char *what, const float *got, const float *want, size_t n, double tol) {
+    kt_report(what, kt_rel_err(got, want, n), tol);
+}
+
+/* ---- convolution ---- */
+
+static void conv_case_vs(rmx_backend *oracle, int n, int cin, int h, int w, int cout, int k,
+                         int stride, int pad) {
+    dev_pool pool = {gpu, {0}, 0};
+    rmx_conv_shape s = rmx_conv_shape_make(n, cin, h, w, cout, k, stride, pad);
+    size_t nx = (size_t)n * cin * h * w, nw = (size_t)cout * cin * k * k;
+    size_t ny = (size_t)n * cout * s.hout * s.wout;
+    float *x = kt_rand(nx, -1, 1), *wt = kt_rand(nw, -0.5f, 0.5f), *b = kt_rand(cout, -1, 1);
+    float *dy = kt_rand(ny, -1, 1);
+    float *y_ref = kt_alloc(ny), *dx_ref = kt_alloc(nx);
+    float *dw_ref = kt_rand(nw, -1, 1), *db_ref = kt_rand(cout, -1, 1);
+    float *dw0 = kt_copy(dw_ref, nw), *db0 = kt_copy(db_ref, cout);
+    float *ows = kt_alloc(oracle->conv2d_workspace(oracle, &s));
+    oracle->conv2d_fwd(oracle, &s, x, wt, b, y_ref, ows);
+    oracle->conv2d_bwd(oracle, &s, x, wt, dy, dx_ref, dw_ref, db_ref, ows);
+
+    float *dx_garbage = kt_rand(nx, 5, 6);
+    float *gx = dev_upload(&pool, x, nx), *gw = dev_upload(&pool, wt, nw), *gb = dev_upload(&pool, b, cout);
+    float *y_garbage = kt_rand(ny, 7, 8);
+    float *gdy = dev_upload(&pool, dy, ny), *gy = dev_upload(&pool, y_garbage, ny); /* written */
+    float *gdx = dev_upload(&pool, dx_garbage, nx); /* written: garbage first */
+    float *gdw = dev_upload(&pool, dw0, nw), *gdb = dev_upload(&pool, db0, cout); /* accumulate */
+    float *gws = dev_zeros(&pool, gpu->conv2d_workspace(gpu, &s));
+    gpu->conv2d_fwd(gpu, &s, gx, gw, gb, gy, gws);
+    gpu->conv2d_bwd(gpu, &s, gx, gw, gdy, gdx, gdw, gdb, gws);
+
+    char what[200], line[260];
+    snprintf(what, sizeof what, "conv n%d %dx%dx%d -> %d k%d s%d p%d%s", n, cin, h, w, cout, k, stride,
+             pad, oracle == cpu ? " (vs cpu)" : "");
+    float *hy = dev_download(gpu, gy, ny), *hdx = dev_download(gpu, gdx, nx);
+    float *hdw = dev_download(gpu, gdw, nw), *hdb = dev_download(gpu, gdb, cout);
+    snprintf(line, sizeof line, "%s fwd", what);
+    report_arrays(line, hy, y_ref, ny, TOL_CONV);
+    snprintf(line, sizeof line, "%s dx", what);
+    report_arrays(line, hdx, dx_ref, nx, TOL_CONV);
+    snprintf(line, sizeof line, "%s dw (+=)", what);
+    report_arrays(line, hdw, dw_ref, nw, TOL_CONV);
+    snprintf(line, sizeof line, "%s db (+=)", what);
+    report_arrays(line, hdb, db_ref, cout, TOL_CONV);
+    free(hy), free(hdx), free(hdw), free(hdb);
+
+    /* no bias; and each gradient alone (the others NULL) gives the same values */
+    oracle->conv2d_fwd(oracle, &s, x, wt, NULL, y_ref, ows);
+    gpu->conv2d_fwd(gpu, &s, gx, gw, NULL, gy, gws);
+    hy = dev_download(gpu, gy, ny);
+    snprintf(line, sizeof line, "%s fwd, no bias", what);
+    report_arrays(line, hy, y_ref, ny, TOL_CONV);
+    float *gdx2 = dev_upload(&pool, dx_garbage, nx), *gdw2 = dev_upload(&pool, dw0, nw);
+    float *gdb2 = dev_upload(&pool, db0, cout);
+    gpu->conv2d_bwd(gpu, &s, gx, gw, gdy, gdx2, NULL, NULL, gws);
+    gpu->conv2d_bwd(gpu, &s, gx, gw, gdy, NULL, gdw2, NULL, gws);
+    gpu->conv2d_bwd(gpu, &s, gx, gw, gdy, NULL, NULL, gdb2, gws);
+    float *a = dev_download(gpu, gdx, nx), *a2 = dev_download(gpu, gdx2, nx);
+    float *c = dev_download(gpu, gdw, nw), *c2 = dev_download(gpu, gdw2, nw);
+    float *d = dev_download(gpu, gdb, cout), *d2 = dev_download(gpu, gdb2, cout);
+    snprintf(line, sizeof line, "%s bwd: dx, dw, db alone == together", what);
+    kt_expect(!memcmp(a, a2, nx * sizeof *a) && !memcmp(c, c2, nw * sizeof *c) &&
+                  !memcmp(d, d2, cout * sizeof *d),
+              line);
+    free(a), free(a2), free(c), free(c2), free(d), free(d2), free(hy);
+    free(x), free(wt), free(b), free(dy), free(y_ref), free(dx_ref), free(dw_ref), free(db_ref);
+    free(dw0), free(db0), free(ows), free(dx_garbage), free(y_garbage);
+    dev_pool_free(&pool);
+}
+
+static void test_conv(void) {
+    conv_case_vs(ref, 2, 3, 9, 11, 5, 3, 1, 1);    /* odd sizes, cin != cout */
+    conv_case_vs(ref, 3, 4, 16, 16, 4, 3, 2, 1);   /* the encoder's downsample */
+    conv_case_vs(ref, 2, 5, 15, 13, 7, 3, 2, 1);   /* stride 2 on odd sizes */
+    conv_case_vs(ref, 2, 6, 7, 9, 8, 1, 1, 0);     /* 1x1 skip: no unfolding */
+    conv_case_vs(ref, 1, 1, 32, 64, 8, 3, 1, 1);   /* the first layer: one input channel */
+    conv_case_vs(ref, 2, 8, 17, 33, 1, 3, 1, 1);   /* the last layer: one output channel */
+    conv_case_vs(ref, 2, 16, 40, 72, 32, 3, 1, 1);
+    conv_case_vs(ref, 2, 64, 48, 40, 8, 3, 2, 1);
+    conv_case_vs(ref, 2, 64, 20, 24, 48, 1, 1, 0); /* 1x1 with many channels */
+    conv_case_vs(ref, 2, 3, 10, 12, 4, 3, 1, 0);   /* valid convolution */
+    conv_case_vs(ref, 1, 2, 6, 6, 3, 1, 2, 0);     /* 1x1 stride 2: unfolded */
+    conv_case_vs(ref, 2, 3, 9, 9, 4, 5, 1, 2);     /* 5x5 */
+    conv_case_vs(ref, 3, 4, 64, 96, 6, 3, 1, 1);   /* dw in 3 pieces of 2048 columns a sample */
+    conv_case_vs(ref, 2, 3, 128, 64, 4, 1, 1, 0);  /* direct, dw in 4 pieces */
+    /* The bench's full-resolution convs at batch 9: the unfolded input (288 x 32768 floats a
+     * sample) spans two chunks; the cpu backend (itself tested against the reference) is the
+     * oracle at this size. */
+    conv_case_vs(cpu, 9, 32, 128, 256, 32, 3, 1, 1);
+    conv_case_vs(cpu, 9, 32, 128, 256, 1, 3, 1, 1);
+}
+
+/* ---- GroupNorm ---- */
+
+static void test_groupnorm(int n, int c, int hw, int groups, float offset) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nx = (size_t)n * c * hw, ng = (size_t)n * groups;
+    float *x = kt_rand(nx, offset - 2, offset + 2), *gamma = kt_rand(c, 0.5f, 1.5f);
+    float *beta = kt_rand(c, -1, 1), *dy = kt_rand(nx, -1, 1);
+    float *y = kt_alloc(nx), *mean = kt_alloc(ng), *rstd = kt_alloc(ng), *dx = kt_alloc(nx);
+    float *dg = kt_rand(c, -1, 1), *dbt = kt_rand(c, -1, 1), *dg0 = kt_copy(dg, c), *db0 = kt_copy(dbt, c);
+    ref->groupnorm_fwd(ref, n, c, hw, groups, 1e-5f, x, gamma, beta, y, mean, rstd);
+    ref->groupnorm_bwd(ref, n, c, hw, groups, x, gamma, mean, rstd, dy, dx, dg, dbt);
+
+    float *gx = dev_upload(&pool, x, nx), *gg = dev_upload(&pool, gamma, c), *gb = dev_upload(&pool, beta, c);
+    float *gdy = dev_upload(&pool, dy, nx), *gy = dev_zeros(&pool, nx);
+    float *gmean = dev_zeros(&pool, ng), *grstd = dev_zeros(&pool, ng);
+    float *gdx = dev_upload(&pool, dy, nx), *gdg = dev_upload(&pool, dg0, c), *gdb = dev_upload(&pool, db0, c);
+    gpu->groupnorm_fwd(gpu, n, c, hw, groups, 1e-5f, gx, gg, gb, gy, gmean, grstd);
+    /* the backward from the reference's statistics, so it is compared on its own */
+    float *rmean = dev_upload(&pool, mean, ng), *rrstd = dev_upload(&pool, rstd, ng);
+    gpu->groupnorm_bwd(gpu, n, c, hw, groups, gx, gg, rmean, rrstd, gdy, gdx, gdg, gdb);
+
+    char what[160];
+    float *h;
+    snprintf(what, sizeof what, "groupnorm n%d c%d hw%d g%d mean%+.0f fwd y", n, c, hw, groups, offset);
+    report_arrays(what, h = dev_download(gpu, gy, nx), y, nx, TOL_NORM);
+    free(h);
+    float *hm = dev_download(gpu, gmean, ng), *hr = dev_download(gpu, grstd, ng);
+    snprintf(what, sizeof what, "groupnorm n%d c%d hw%d g%d mean, rstd", n, c, hw, groups);
+    kt_report(what, fmax(kt_rel_err(hm, mean, ng), kt_rel_err(hr, rstd, ng)), TOL_NORM);
+    snprintf(what, sizeof what, "groupnorm n%d c%d hw%d g%d bwd dx", n, c, hw, groups);
+    report_arrays(what, h = dev_download(gpu, gdx, nx), dx, nx, TOL_NORM);
+    free(h);
+    float *hg = dev_download(gpu, gdg, c), *hb = dev_download(gpu, gdb, c);
+    snprintf(what, sizeof what, "groupnorm n%d c%d hw%d g%d bwd dgamma, dbeta (+=)", n, c, hw, groups);
+    kt_report(what, fmax(kt_rel_err(hg, dg, c), kt_rel_err(hb, dbt, c)), TOL_NORM);
+    free(hm), free(hr), free(hg), free(hb);
+
+    /* in place (dx == dy), without gamma / beta gradients: dx unchanged */
+    float *gio = dev_upload(&pool, dy, nx);
+    gpu->groupnorm_bwd(gpu, n, c, hw, groups, gx, gg, rmean, rrstd, gio, gio, NULL, NULL);
+    float *hio = dev_download(gpu, gio, nx), *hdx = dev_download(gpu, gdx, nx);
+    snprintf(what, sizeof what, "groupnorm n%d c%d hw%d g%d bwd in place == out of place", n, c, hw, groups);
+    kt_expect(!memcmp(hio, hdx, nx * sizeof *hio), what);
+    free(hio), free(hdx);
+
+    free(x), free(gamma), free(beta), free(dy), free(y), free(mean), free(rstd), free(dx);
+    free(dg), free(dbt), free(dg0), free(db0);
+    dev_pool_free(&pool);
+}
+
+/* ---- element-wise, losses, norm ---- */
+
+static void test_elementwise(size_t n) {
+    dev_pool pool = {gpu, {0}, 0};
+    float *x = kt_rand(n, -8, 8), *b = kt_rand(n, -1, 1), *dy = kt_rand(n, -1, 1);
+    float *r = kt_alloc(n), *h;
+    float *gx = dev_upload(&pool, x, n), *gb = dev_upload(&pool, b, n), *gdy = dev_upload(&pool, dy, n);
+    float *gr = dev_zeros(&pool, n);
+    char what[128];
+
+    ref->silu_fwd(ref, n, x, r);
+    gpu->silu_fwd(gpu, n, gx, gr);
+    snprintf(what, sizeof what, "silu fwd n=%zu", n);
+    report_arrays(what, h = dev_download(gpu, gr, n), r, n, 0.0);
+    free(h);
+    ref->silu_bwd(ref, n, x, dy, r);
+    gpu->silu_bwd(gpu, n, gx, gdy, gr);
+    snprintf(what, sizeof what, "silu bwd n=%zu", n);
+    report_arrays(what, h = dev_download(gpu, gr, n), r, n, 0.0);
+    free(h);
+    ref->add(ref, n, x, b, r);
+    gpu->add(gpu, n, gx, gb, gr);
+    snprintf(what, sizeof what, "add n=%zu", n);
+    report_arrays(what, h = dev_download(gpu, gr, n), r, n, 0.0);
+    free(h);
+    memcpy(r, b, n * sizeof *r);
+    gpu->copy(gpu, gr, gb, n * sizeof(float));
+    ref->axpy(ref, n, -0.37f, x, r);
+    gpu->axpy(gpu, n, -0.37f, gx, gr);
+    ref->scale(ref, n, 1.7f, r);
+    gpu->scale(gpu, n, 1.7f, gr);
+    snprintf(what, sizeof what, "copy, axpy, scale n=%zu", n);
+    report_arrays(what, h = dev_download(gpu, gr, n), r, n, 0.0);
+    free(h);
+    gpu->fill(gpu, gr, -2.5f, n);
+    h = dev_download(gpu, gr, n);
+    int filled = 1;
+    for (size_t i = 0; i < n; i++) filled &= h[i] == -2.5f;
+    snprintf(what, sizeof what, "fill n=%zu", n);
+    kt_expect(filled, what);
+    free(h);
+
+    float s_ref = 0, s_gpu = 0, stale = 123.0f, *gs = dev_upload(&pool, &stale, 1);
+    ref->sumsq(ref, n, x, &s_ref);
+    gpu->sumsq(gpu, n, gx, gs);
+    gpu->to_host(gpu, &s_gpu, gs, sizeof s_gpu);
+    snprintf(what, sizeof what, "sumsq n=%zu (written)", n);
+    kt_report(what, fabs((double)s_ref - s_gpu) / fabs((double)s_ref), TOL_RED);
+
+    float l_ref = 0.5f, l_gpu = 0.5f, *gl = dev_upload(&pool, &l_gpu, 1);
+    float *gdxh = dev_upload(&pool, dy, n); /* written: garbage first */
+    ref->mse_loss(ref, n, x, b, 0.125f, &l_ref, r);
+    gpu->mse_loss(gpu, n, gx, gb, 0.125f, gl, gdxh);
+    gpu->to_host(gpu, &l_gpu, gl, sizeof l_gpu);
+    snprintf(what, sizeof what, "mse_loss n=%zu value (+=)", n);
+    kt_report(what, fabs((double)l_ref - l_gpu) / fabs((double)l_ref), TOL_RED);
+    snprintf(what, sizeof what, "mse_loss n=%zu dxhat", n);
+    report_arrays(what, h = dev_download(gpu, gdxh, n), r, n, 0.0);
+    free(h);
+    ref->mse_loss(ref, n, x, b, 0.25f, &l_ref, NULL);
+    gpu->mse_loss(gpu, n, gx, gb, 0.25f, gl, NULL);
+    gpu->to_host(gpu, &l_gpu, gl, sizeof l_gpu);
+    snprintf(what, sizeof what, "mse_loss n=%zu value, no gradient (+= twice)", n);
+    kt_report(what, fabs((double)l_ref - l_gpu) / fabs((double)l_ref), TOL_RED);
+    free(x), free(b), free(dy), free(r);
+    dev_pool_free(&pool);
+}
+
+static void test_upsample(int n, int c, int h, int w) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nx = (size_t)n * c * h * w, ny = nx * 4;
+    float *x = kt_rand(nx, -1, 1), *dy = kt_rand(ny, -1, 1), *y = kt_alloc(ny), *dx = kt_alloc(nx);
+    ref->upsample2x_fwd(ref, n, c, h, w, x, y);
+    ref->upsample2x_bwd(ref, n, c, h, w, dy, dx);
+    float *gx = dev_upload(&pool, x, nx), *gdy = dev_upload(&pool, dy, ny);
+    float *gy = dev_zeros(&pool, ny), *gdx = dev_zeros(&pool, nx), *hh;
+    gpu->upsample2x_fwd(gpu, n, c, h, w, gx, gy);
+    gpu->upsample2x_bwd(gpu, n, c, h, w, gdy, gdx);
+    char what[128];
+    snprintf(what, sizeof what, "upsample2x n%d c%d %dx%d fwd", n, c, h, w);
+    report_arrays(what, hh = dev_download(gpu, gy, ny), y, ny, 0.0);
+    free(hh);
+    snprintf(what, sizeof what, "upsample2x n%d c%d %dx%d bwd", n, c, h, w);
+    report_arrays(what, hh = dev_download(gpu, gdx, nx), dx, nx, 0.0);
+    free(hh);
+    free(x), free(dy), free(y), free(dx);
+    dev_pool_free(&pool);
+}
+
+static void test_kl(int n, int c, int hw) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nm = (size_t)n * 2 * c * hw, nz = (size_t)n * c * hw;
+    float *mom = kt_rand(nm, -3, 3), *eps = kt_rand(nz, -2, 2), *dz = kt_rand(nz, -1, 1);
+    mom[(size_t)c * hw + 1] = -40.0f; /* log-variances outside the clamp: zero gradient there */
+    mom[(size_t)c * hw + 2] = 25.0f;
+    float *z = kt_alloc(nz), *dm = kt_alloc(nm), *garbage = kt_rand(nm, 5, 6), *h;
+    ref->gaussian_sample_fwd(ref, n, c, hw, mom, eps, z);
+    ref->gaussian_sample_bwd(ref, n, c, hw, mom, eps, dz, dm);
+    float *gm = dev_upload(&pool, mom, nm), *ge = dev_upload(&pool, eps, nz), *gdz = dev_upload(&pool, dz, nz);
+    float *gz = dev_zeros(&pool, nz), *gdm = dev_upload(&pool, garbage, nm);
+    gpu->gaussian_sample_fwd(gpu, n, c, hw, gm, ge, gz);
+    gpu->gaussian_sample_bwd(gpu, n, c, hw, gm, ge, gdz, gdm);
+    char what[128];
+    snprintf(what, sizeof what, "gaussian_sample n%d c%d hw%d fwd", n, c, hw);
+    report_arrays(what, h = dev_download(gpu, gz, nz), z, nz, TOL_LIBM);
+    free(h);
+    snprintf(what, sizeof what, "gaussian_sample n%d c%d hw%d bwd (written)", n, c, hw);
+    report_arrays(what, h = dev_download(gpu, gdm, nm), dm, nm, TOL_LIBM);
+    free(h);
+    float l_ref = 1.0f, l_gpu = 1.0f, *gl = dev_upload(&pool, &l_gpu, 1);
+    ref->kl_loss(ref, n, c, hw, mom, 0.25f, &l_ref, dm);
+    gpu->kl_loss(gpu, n, c, hw, gm, 0.25f, gl, gdm);
+    gpu->to_host(gpu, &l_gpu, gl, sizeof l_gpu);
+    snprintf(what, sizeof what, "kl_loss n%d c%d hw%d value (+=)", n, c, hw);
+    kt_report(what, fabs((double)l_ref - l_gpu) / fabs((double)l_ref), TOL_RED);
+    snprintf(what, sizeof what, "kl_loss n%d c%d hw%d dmoments (+=)", n, c, hw);
+    report_arrays(what, h = dev_download(gpu, gdm, nm), dm, nm, TOL_LIBM);
+    free(h);
+    free(mom), free(eps), free(dz), free(z), free(dm), free(garbage);
+    dev_pool_free(&pool);
+}
+
+/* ---- vector quantisation ---- */
+
+static void test_vq(int n, int d, int hw, int k) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nz = (size_t)n * d * hw, nq = (size_t)n * hw, kd = (size_t)k * d;
+    float *ze = kt_rand(nz, -1, 1), *cb = kt_rand(kd, -1, 1);
+    /* a duplicated code: ties must keep the lower index */
+    memcpy(cb + (size_t)(k - 1) * d, cb + (size_t)(k / 2) * d, (size_t)d * sizeof *cb);
+    int32_t *idx = calloc(nq, sizeof *idx), *gidx_h = calloc(nq, sizeof *gidx_h);
+    float *zq = kt_alloc(nz);
+    ref->vq_quantize(ref, n, d, hw, ze, cb, k, idx, zq);
+    float *gze = dev_upload(&pool, ze, nz), *gcb = dev_upload(&pool, cb, kd), *gzq = dev_zeros(&pool, nz);
+    int32_t *gidx = dev_upload_ints(&pool, NULL, nq);
+    gpu->vq_quantize(gpu, n, d, hw, gze, gcb, k, gidx, gzq);
+    gpu->to_host(gpu, gidx_h, gidx, nq * sizeof *gidx_h);
+    float *hzq = dev_download(gpu, gzq, nz);
+    char what[128];
+    snprintf(what, sizeof what, "vq_quantize n%d d%d hw%d k%d idx and z_q identical", n, d, hw, k);
+    kt_expect(!memcmp(idx, gidx_h, nq * sizeof *idx) && !memcmp(zq, hzq, nz * sizeof *zq), what);
+
+    /* statistics accumulate onto existing values; also with one extra row (the model's gather) */
+    float *counts = kt_rand((size_t)k + 1, 0, 3), *sums = kt_rand(kd + d, -1, 1);
+    float *gcounts = dev_upload(&pool, counts, (size_t)k + 1), *gsums = dev_upload(&pool, sums, kd + d);
+    for (size_t q = 0; q < nq; q += 7) idx[q] = k; /* some positions to the extra row */
+    int32_t *gidx2 = dev_upload_ints(&pool, idx, nq);
+    ref->vq_stats(ref, n, d, hw, ze, idx, k + 1, counts, sums);
+    gpu->vq_stats(gpu, n, d, hw, gze, gidx2, k + 1, gcounts, gsums);
+    float *hc = dev_download(gpu, gcounts, (size_t)k + 1), *hs = dev_download(gpu, gsums, kd + d);
+    snprintf(what, sizeof what, "vq_stats n%d d%d hw%d k%d counts and sums identical", n, d, hw, k + 1);
+    kt_expect(!memcmp(counts, hc, ((size_t)k + 1) * sizeof *hc) && !memcmp(sums, hs, (kd + d) * sizeof *hs),
+              what);
+
+    /* the EMA update from these statistics */
+    float *ec = kt_rand(k, 0.5f, 4), *es = kt_rand(kd, -1, 1), *book = kt_alloc(kd);
+    float *gec = dev_upload(&pool, ec, k), *ges = dev_upload(&pool, es, kd), *gbook = dev_zeros(&pool, kd);
+    ref->vq_ema_update(ref, k, d, 0.99f, 1e-5f, counts, sums, ec, es, book);
+    gpu->vq_ema_update(gpu, k, d, 0.99f, 1e-5f, gcounts, gsums, gec, ges, gbook);
+    float *hec = dev_download(gpu, gec, k), *hes = dev_download(gpu, ges, kd), *hbook = dev_download(gpu, gbook, kd);
+    snprintf(what, sizeof what, "vq_ema_update k%d d%d ema_count, ema_sum, codebook", k, d);
+    kt_report(what, fmax(kt_rel_err(hec, ec, k), fmax(kt_rel_err(hes, es, kd), kt_rel_err(hbook, book, kd))),
+              TOL_RED);
+    free(ze), free(cb), free(idx), free(gidx_h), free(zq), free(hzq), free(counts), free(sums);
+    free(hc), free(hs), free(ec), free(es), free(book), free(hec), free(hes), free(hbook);
+    dev_pool_free(&pool);
+}
+
+/* ---- optimiser, randomness ---- */
+
+static void test_adamw(size_t n) {
+    dev_pool pool = {gpu, {0}, 0};
+    float *p = kt_rand(n, -1, 1), *g = kt_rand(n, -1, 1), *m = kt_rand(n, -0.1f, 0.1f);
+    float *v = kt_rand(n, 0, 0.01f);
+    float *gp = dev_upload(&pool, p, n), *gg = dev_upload(&pool, g, n), *gm = dev_upload(&pool, m, n);
+    float *gv = dev_upload(&pool, v, n);
+    rmx_adamw_hparams hp = {1e-3f, 0.9f, 0.999f, 1e-8f, 0.01f, 7};
+    ref->adamw(ref, n, n / 2, p, g, m, v, &hp);
+    gpu->adamw(gpu, n, n / 2, gp, gg, gm, gv, &hp);
+    float *hp_ = dev_download(gpu, gp, n), *hm = dev_download(gpu, gm, n), *hv = dev_download(gpu, gv, n);
+    char what[128];
+    snprintf(what, sizeof what, "adamw n=%zu param, m, v", n);
+    kt_report(what, fmax(kt_rel_err(hp_, p, n), fmax(kt_rel_err(hm, m, n), kt_rel_err(hv, v, n))), 0.0);
+    free(p), free(g), free(m), free(v), free(hp_), free(hm), free(hv);
+    dev_pool_free(&pool);
+}
+
+static void test_randn(void) {
+    dev_pool pool = {gpu, {0}, 0};
+    int64_t idx[5] = {3, 17, 0, 1000000007LL, 4};
+    size_t per = 20011, nn = 5 * per;
+    float *a = kt_alloc(nn), *ga = dev_zeros(&pool, nn), *h;
+    ref->randn(ref, a, 5, per, 42, 2, 9, idx);
+    gpu->randn(gpu, ga, 5, per, 42, 2, 9, idx);
+    idx[0] = -1; /* the caller may reuse its host index array at once */
+    report_arrays("randn 5 x 20011 vs the reference (device logf/sinf/cosf)", h = dev_download(gpu, ga, nn),
+                  a, nn, TOL_LIBM);
+    free(h);
+    free(a);
+    dev_pool_free(&pool);
+}
+
+int main(void) {
+    gpu = cuda_or_skip("cuda_ops");
+    ref = rmx_backend_ref_create();
+    cpu = rmx_backend_cpu_create(0);
+    kt_seed(12345);
+    printf("cuda backend vs reference backend (errors relative to the reference's max |value|)\n");
+    test_conv();
+    test_groupnorm(2, 32, 37, 8, 0);
+    test_groupnorm(3, 6, 50, 3, 3);
+    test_groupnorm(1, 4, 20000, 4, -1);
+    test_groupnorm(4, 8, 9, 8, 0);
+    test_groupnorm(2, 128, 2048, 8, 100); /* a large mean: the two-pass variance matters */
+    test_elementwise(1000);
+    test_elementwise(300007);
+    test_elementwise(5000011); /* more blocks than one reduction pass takes */
+    test_upsample(2, 3, 5, 7);
+    test_upsample(3, 8, 16, 32);
+    test_kl(2, 4, 35);
+    test_kl(3, 8, 2048);
+    test_vq(2, 5, 33, 37);
+    test_vq(4, 8, 512, 256);
+    test_vq(2, 40, 64, 9); /* more than 32 channels: the statistics take two passes */
+    test_adamw(1001);
+    test_adamw(200003);
+    test_randn();
+    ref->destroy(ref);
+    cpu->destroy(cpu);
+    gpu->destroy(gpu);
+    return kt_finish("cuda_ops");
+}
