@@ -36,6 +36,8 @@ struct rmx_ae {
     rmx_ae_hparams hp;
     rmx_params params, state;
     int frozen;
+    void (*grad_ready)(void *arg, int tensor); /* see rmx_layer_ctx */
+    void *grad_ready_arg;
     rmx_encoder enc;
     rmx_decoder dec;
     int latent_c, latent_h, latent_w, latent_hw;
@@ -371,6 +373,11 @@ rmx_params *rmx_ae_state(rmx_ae *ae) { return &ae->state; }
 size_t rmx_ae_arena_bytes(const rmx_ae *ae) { return ae->arena_bytes; }
 void rmx_ae_set_frozen(rmx_ae *ae, int frozen) { ae->frozen = frozen; }
 
+void rmx_ae_set_grad_ready(rmx_ae *ae, void (*fn)(void *arg, int tensor), void *arg) {
+    ae->grad_ready = fn;
+    ae->grad_ready_arg = arg;
+}
+
 void rmx_ae_latent_shape(const rmx_ae *ae, int *channels, int *height, int *width) {
     *channels = ae->latent_c;
     *height = ae->latent_h;
@@ -381,7 +388,8 @@ void rmx_ae_latent_shape(const rmx_ae *ae, int *channels, int *height, int *widt
 /* encoder and decoder, forward and backward                                                   */
 
 static rmx_layer_ctx layer_ctx(const rmx_ae *ae) {
-    rmx_layer_ctx ctx = {ae->be, &ae->params, ae->frozen, ae->workspace, ae->scratch};
+    rmx_layer_ctx ctx = {ae->be,         &ae->params,    ae->frozen,         ae->workspace,
+                         ae->scratch,    ae->grad_ready, ae->grad_ready_arg};
     return ctx;
 }
 

@@ -110,6 +110,10 @@ size_t rmx_ae_arena_bytes(const rmx_ae *ae);
 /* Frozen: weight gradients are skipped, input gradients still propagate (later stages). */
 void rmx_ae_set_frozen(rmx_ae *ae, int frozen);
 
+/* Calls fn(arg, tensor number) as each trained tensor's gradient is accumulated during a backward
+ * pass (the trainer's bucketed all-reduce, train/reducer.h); NULL stops the calls. */
+void rmx_ae_set_grad_ready(rmx_ae *ae, void (*fn)(void *arg, int tensor), void *arg);
+
 /* Start of an optimiser step: zeroes the gradients and the vq statistics of the step. */
 void rmx_ae_step_begin(rmx_ae *ae);
 

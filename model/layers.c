@@ -24,6 +24,13 @@ static float *weight_grad(const rmx_layer_ctx *ctx, int id) {
     return ctx->frozen ? NULL : rmx_params_grad(ctx->params, id);
 }
 
+/* After a block's weight and bias gradients are accumulated. */
+static void announce_grads(const rmx_layer_ctx *ctx, int weight, int bias) {
+    if (ctx->frozen || !ctx->grad_ready) return;
+    ctx->grad_ready(ctx->grad_ready_arg, weight);
+    ctx->grad_ready(ctx->grad_ready_arg, bias);
+}
+
 /* Names are built from fixed module paths, so one that does not fit is a programming error. */
 static void join_name(char *buf, size_t len, const char *prefix, const char *suffix) {
     int n = snprintf(buf, len, "%s.%s", prefix, suffix);
@@ -91,6 +98,7 @@ void rmx_conv_backward(const rmx_layer_ctx *ctx, const rmx_conv *c, int n, const
     rmx_conv_shape s = conv_shape(c, n);
     ctx->be->conv2d_bwd(ctx->be, &s, c->x, rmx_params_data(ctx->params, c->weight), dy, dx,
                         weight_grad(ctx, c->weight), weight_grad(ctx, c->bias), ctx->workspace);
+    announce_grads(ctx, c->weight, c->bias);
 }
 
 /* ---- GroupNorm + SiLU ---- */
@@ -135,6 +143,7 @@ void rmx_norm_act_backward(const rmx_layer_ctx *ctx, const rmx_norm_act *na, int
     be->groupnorm_bwd(be, n, na->c, na->hw, na->groups, na->x,
                       rmx_params_data(ctx->params, na->weight), na->mean, na->rstd, tmp, dx,
                       weight_grad(ctx, na->weight), weight_grad(ctx, na->bias));
+    announce_grads(ctx, na->weight, na->bias);
 }
 
 /* ---- ResBlock ---- */

@@ -45,6 +45,11 @@ typedef struct {
     int frozen;       /* 1: weight gradients skipped */
     float *workspace; /* conv scratch of arena.workspace floats */
     float *scratch;   /* transient activations, the size of the largest activation */
+    /* Called with a tensor's number once its weight gradient of this backward pass has been
+     * accumulated (NULL: nobody listens). Every parameter is used once per pass, so the trainer
+     * can start reducing a gradient bucket while the rest of the backward pass runs. */
+    void (*grad_ready)(void *arg, int tensor);
+    void *grad_ready_arg;
 } rmx_layer_ctx;
 
 /* ---- convolution [cout, cin, k, k] + bias [cout], PyTorch's default init ---- */

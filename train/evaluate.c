@@ -118,7 +118,7 @@ int rmx_evaluate(rmx_trainer *t, int64_t label_step) {
     int code = rmx_comm_any(&t->comm, bad) ? RMX_EXIT_DATA : 0;
     if (code == 0) {
         float terms[RMX_AE_N_LOSS];
-        rmx_comm_sum_floats(&t->comm, t->loss_terms, RMX_AE_N_LOSS);
+        rmx_trainer_sum_floats(t, t->loss_terms, RMX_AE_N_LOSS);
         t->be->to_host(t->be, terms, t->loss_terms, sizeof terms);
         rmx_comm_sum_doubles(&t->comm, es.sums, 2);
         if (r == 0) report(t, &es, label_step, terms);

@@ -16,6 +16,10 @@
 #include <string.h>
 
 #include "train/evaluate.h"
+#ifdef RMX_HAVE_NCCL
+#include "kernels/cuda/cuda_backend.h"
+#include "train/comm_nccl.h"
+#endif
 #include "train/schedule_lr.h"
 #include "train/signals.h"
 #include "util/exitcodes.h"
@@ -23,9 +27,38 @@
 #include "util/log.h"
 #include "util/progress.h"
 
-/* The CPU backends keep their buffers in host memory, which MPI reduces in place. */
-static void sum_over_ranks(rmx_trainer *t, float *backend_buf, size_t n) {
+void rmx_trainer_sum_floats(rmx_trainer *t, float *backend_buf, size_t n) {
+#ifdef RMX_HAVE_NCCL
+    if (t->nccl) {
+        rmx_nccl_sum_floats(t->nccl, backend_buf, n);
+        return;
+    }
+#endif
     rmx_comm_sum_floats(&t->comm, backend_buf, n);
+}
+
+/* Gradient buckets of 512 Ki floats (2 MiB): the bench-size autoencoder's 1.6 M parameters make
+ * four, so the first ones are summed while the backward pass is still in the encoder. */
+#define GRAD_BUCKET_FLOATS ((size_t)1 << 19)
+
+/* NCCL between GPU ranks, MPI between CPU ranks, nothing for one rank. Collective. */
+static int start_reduction(rmx_trainer *t, char *err, size_t errlen) {
+    (void)err, (void)errlen; /* only NCCL's start-up can fail */
+    rmx_reduce_transport transport, *use = NULL;
+    if (t->comm.world > 1) {
+#ifdef RMX_HAVE_NCCL
+        if (rmx_comm_max_int(&t->comm, rmx_backend_is_cuda(t->be))) {
+            t->nccl = rmx_nccl_create(&t->comm, t->be, err, errlen);
+            if (!t->nccl) return -1;
+            transport = rmx_nccl_reduce_transport(t->nccl);
+        } else
+#endif
+            transport = rmx_reduce_transport_mpi(t->comm.world_comm);
+        use = &transport;
+    }
+    t->reducer = rmx_reducer_create(rmx_ae_params(t->ae), GRAD_BUCKET_FLOATS, use);
+    rmx_ae_set_grad_ready(t->ae, rmx_reducer_hook, t->reducer);
+    return 0;
 }
 
 static int start_logs(rmx_trainer *t, char *err, size_t errlen) {
@@ -61,32 +94,54 @@ static void update_codebook(rmx_trainer *t, rmx_vq_report *report) {
     rmx_ae_vq_restart_settle(t->ae);
     size_t n = 0;
     float *stats = rmx_ae_vq_stats(t->ae, &n);
-    sum_over_ranks(t, stats, n);
+    rmx_trainer_sum_floats(t, stats, n);
     rmx_ae_vq_apply_ema(t->ae, report);
 }
 
-/* Forward + backward over this rank's A micro-batches; returns the seconds spent waiting on data,
- * or a negative number after printing a loader error. */
-static double accumulate_gradients(rmx_trainer *t) {
+/* What each rank brings to the step boundary's all-reduce (MAX): 0 to go on, the number of a stop
+ * signal it received, or STEP_DATA_ERROR, which outranks a stop. */
+enum { STEP_DATA_ERROR = 1 << 16 };
+
+/* The step boundary: the ranks agree to go on, or on why not, before the last micro-batch, whose
+ * backward pass starts the gradient all-reduces. So one rank's data error stops every rank instead
+ * of leaving the others waiting in a collective, and a stop signal on any rank stops all of them
+ * before anything of this step is applied. Returns 0, or the agreed exit code. */
+static int agree_to_go_on(rmx_trainer *t, int data_error) {
+    int verdict = rmx_comm_max_int(&t->comm, data_error ? STEP_DATA_ERROR : rmx_signals_pending());
+    if (verdict == STEP_DATA_ERROR) return RMX_EXIT_DATA;
+    if (verdict != 0) {
+        t->stop_signal = verdict;
+        return RMX_EXIT_PREEMPTED;
+    }
+    return 0;
+}
+
+/* Forward + backward over this rank's A micro-batches, the gradient buckets summed over the ranks
+ * while the last backward pass runs. *waited gets the seconds spent waiting on data. Returns 0 or
+ * the exit code the ranks agreed on. */
+static int accumulate_gradients(rmx_trainer *t, double *waited) {
     const float scale = 1.0f / (float)t->cfg.train.global_batch;
     const size_t sample = rmx_dataset_sample_floats(t->train);
-    double waited_total = 0;
     char err[1024];
+    *waited = 0;
     t->be->fill(t->be, t->loss_terms, 0.0f, RMX_AE_N_LOSS);
     rmx_ae_step_begin(t->ae);
     for (int k = 0; k < t->accum_steps; k++) {
-        double waited = 0;
-        const rmx_batch *b = rmx_loader_next(t->loader, &waited, err, sizeof err);
-        if (!b) {
-            rmx_error("rank %d: %s", t->comm.rank, err);
-            return -1;
+        double w = 0;
+        const rmx_batch *b = rmx_loader_next(t->loader, &w, err, sizeof err);
+        *waited += w;
+        if (!b) rmx_error("rank %d: %s", t->comm.rank, err);
+        if (!b || k == t->accum_steps - 1) {
+            int code = agree_to_go_on(t, !b);
+            if (code != 0) return code;
+            rmx_reducer_begin(t->reducer);
         }
-        waited_total += waited;
         t->be->to_backend(t->be, t->x, b->mel, sizeof(float) * sample * (size_t)b->m);
         rmx_ae_forward_backward(t->ae, b->m, t->x, NULL, b->position, t->cfg.train.seed, t->step,
                                 scale, t->loss_terms);
     }
-    return waited_total;
+    rmx_reducer_wait_all(t->reducer);
+    return 0;
 }
 
 typedef struct {
@@ -110,26 +165,13 @@ static void apply_update(rmx_trainer *t, step_result *r) {
     t->be->adamw(t->be, p->span, p->n_decay, p->data, p->grad, p->m, p->v, &hp);
 }
 
-/* What each rank brings to the step boundary's all-reduce (MAX): 0 to go on, the number of a stop
- * signal it received, or STEP_DATA_ERROR, which outranks a stop. */
-enum { STEP_DATA_ERROR = 1 << 16 };
-
 /* One optimiser step. Returns 0, or an exit code when the run must stop: RMX_EXIT_PREEMPTED when
  * the ranks agreed on a stop signal, before anything of this step was applied. */
 static int train_step(rmx_trainer *t, step_result *r, double *waited) {
-    *waited = accumulate_gradients(t);
-    /* The step boundary. Ranks agree before the collective reductions, so one rank's data error
-     * stops all of them instead of leaving the others waiting in an all-reduce; the same small
-     * all-reduce tells every rank that some rank received a stop signal. */
-    int verdict = rmx_comm_max_int(&t->comm, *waited < 0 ? STEP_DATA_ERROR : rmx_signals_pending());
-    if (verdict == STEP_DATA_ERROR) return RMX_EXIT_DATA;
-    if (verdict != 0) {
-        t->stop_signal = verdict;
-        return RMX_EXIT_PREEMPTED;
-    }
+    int code = accumulate_gradients(t, waited);
+    if (code != 0) return code;
     rmx_params *p = rmx_ae_params(t->ae);
-    sum_over_ranks(t, p->grad, p->span);
-    sum_over_ranks(t, t->loss_terms, RMX_AE_N_LOSS);
+    rmx_trainer_sum_floats(t, t->loss_terms, RMX_AE_N_LOSS);
     t->be->to_host(t->be, r->terms, t->loss_terms, sizeof r->terms);
     float sumsq = 0;
     t->be->sumsq(t->be, p->span, p->grad, t->grad_sumsq);
@@ -344,7 +386,7 @@ static int stop_with_checkpoint(rmx_trainer *t) {
 static int start_run(rmx_trainer *t) {
     char err[2048];
     int failed = start_logs(t, err, sizeof err) != 0 || start_checkpoints(t, err, sizeof err) != 0 ||
-                 start_loader(t, err, sizeof err) != 0;
+                 start_loader(t, err, sizeof err) != 0 || start_reduction(t, err, sizeof err) != 0;
     if (failed) rmx_error("%s", err);
     return rmx_comm_any(&t->comm, failed) ? RMX_EXIT_FAILURE : RMX_EXIT_OK;
 }
@@ -398,6 +440,10 @@ void rmx_trainer_free(rmx_trainer *t) {
     rmx_ckpt_writer_free(t->ckpt);
     t->ckpt = NULL;
     if (t->loader) rmx_loader_close(t->loader);
+    if (t->reducer) rmx_reducer_free(t->reducer);
+#ifdef RMX_HAVE_NCCL
+    if (t->nccl) rmx_nccl_free(t->nccl);
+#endif
     if (t->be) {
         if (t->x) t->be->free(t->be, t->x);
         if (t->loss_terms) t->be->free(t->be, t->loss_terms);

@@ -14,6 +14,7 @@
 #include "train/comm.h"
 #include "train/config.h"
 #include "train/metrics.h"
+#include "train/reducer.h"
 #include "util/progress.h"
 
 typedef struct {
@@ -33,6 +34,8 @@ typedef struct {
     float *grad_sumsq;    /* [1] */
 
     rmx_loader *loader;
+    rmx_reducer *reducer;  /* bucketed gradient all-reduce (train/reducer.h) */
+    struct rmx_nccl *nccl; /* GPU ranks: NCCL for every reduction (train/comm_nccl.h), else NULL */
     rmx_metrics metrics;
     rmx_progress bar;     /* rank 0, on a terminal; cleared before any line is printed */
     int nonfinite_in_row;
@@ -58,5 +61,9 @@ void rmx_trainer_print_plan(const rmx_trainer *t);
  * returns the process exit code: RMX_EXIT_PREEMPTED after a stop signal and its checkpoint. */
 int rmx_trainer_run(rmx_trainer *t);
 void rmx_trainer_free(rmx_trainer *t);
+
+/* Sums a small backend buffer (loss scalars, vq statistics) over the ranks, in place: NCCL on
+ * device memory between GPU ranks, MPI on the host memory of the CPU backends. Collective. */
+void rmx_trainer_sum_floats(rmx_trainer *t, float *backend_buf, size_t n);
 
 #endif

@@ -106,11 +106,66 @@ static void test_frozen(rmx_backend *be) {
     rmx_ae_free(ae);
 }
 
+/* The trainer starts a gradient bucket's all-reduce when the backward pass says its tensors are
+ * final: every trained tensor must be announced exactly once per backward pass, after its
+ * gradient is complete, and never when the model is frozen. */
+typedef struct {
+    int calls[256];
+    const rmx_params *p;
+    rmx_backend *be;
+    int early; /* announced while its gradient was still zero (not yet accumulated) */
+} announcements;
+
+static void count_announcement(void *arg, int tensor) {
+    announcements *a = arg;
+    if (tensor < 0 || tensor >= 256) return;
+    a->calls[tensor]++;
+    const rmx_param_info *info = rmx_params_get(a->p, tensor);
+    float *g = host_copy(a->be, rmx_params_grad(a->p, tensor), info->numel);
+    if (max_abs(g, info->numel) == 0.0) a->early++;
+    free(g);
+}
+
+static void test_grad_ready(rmx_backend *be, rmx_ae_bottleneck bottleneck) {
+    rmx_ae_hparams hp = tiny_hparams(bottleneck, 2);
+    size_t count = 2 * (size_t)hp.mels * hp.frames;
+    float xh[2 * 64];
+    fill_uniform(xh, count, 6);
+    rmx_ae *ae = create_or_die(be, &hp, 7);
+    announcements a = {.p = rmx_ae_params(ae), .be = be};
+    rmx_ae_set_grad_ready(ae, count_announcement, &a);
+    float *x = backend_input(be, xh, count);
+    rmx_ae_step_begin(ae);
+    rmx_ae_forward_backward(ae, 2, x, NULL, kSamples, 1, 0, 0.5f, NULL);
+    for (int i = 0; i < a.p->count; i++)
+        CHECK(a.calls[i] == 1, "%s announced %d times in one backward pass", rmx_params_get(a.p, i)->name,
+              a.calls[i]);
+    /* A tensor whose final gradient is exactly zero cannot show when it was announced; every other
+     * one must have had its gradient in place already. */
+    int zero_at_end = 0;
+    for (int i = 0; i < a.p->count; i++) {
+        const rmx_param_info *info = rmx_params_get(a.p, i);
+        float *g = host_copy(be, rmx_params_grad(a.p, i), info->numel);
+        zero_at_end += max_abs(g, info->numel) == 0.0;
+        free(g);
+    }
+    CHECK(a.early == zero_at_end, "%d tensors announced before their gradient was accumulated",
+          a.early - zero_at_end);
+    memset(a.calls, 0, sizeof a.calls);
+    rmx_ae_set_frozen(ae, 1);
+    rmx_ae_forward_backward(ae, 2, x, NULL, kSamples, 1, 0, 0.5f, NULL);
+    for (int i = 0; i < a.p->count; i++) CHECK(a.calls[i] == 0, "a frozen model announced a gradient");
+    be->free(be, x);
+    rmx_ae_free(ae);
+}
+
 int main(void) {
     rmx_backend *be = rmx_backend_ref_create();
     test_split(be, RMX_AE_KL);
     test_split(be, RMX_AE_VQ);
     test_frozen(be);
+    test_grad_ready(be, RMX_AE_KL);
+    test_grad_ready(be, RMX_AE_VQ);
     be->destroy(be);
     return test_finish("model_microbatch");
 }
