@@ -232,6 +232,31 @@ static int conv_is_single(const rmx_conv_shape *s) {
     return s->cout == 1 && s->stride == 1 && s->k * s->k <= CONV1_MAX_TAPS;
 }
 
+/* The input columns of one work item (a row block of one sample): the im2col matrix [kdim x P]
+ * built in `col`, or, for a 1x1 stride-1 convolution, the input itself read in place. */
+typedef struct {
+    const float *B; /* [kdim x positions], leading dimension ldb */
+    int ldb, positions;
+    size_t first; /* the item's first output position within the sample's plane */
+} item_columns;
+
+static item_columns conv_item_columns(const rmx_conv_shape *s, const conv_plan *p, long item,
+                                      const float *x, float *col, int *sample) {
+    int r0, r1;
+    *sample = (int)(item / p->nblk);
+    conv_block(s, p, (int)(item % p->nblk), &r0, &r1);
+    size_t in_plane = (size_t)s->h * s->w;
+    const float *xb = x + (size_t)*sample * s->cin * in_plane;
+    item_columns c = {col, (r1 - r0) * s->wout, (r1 - r0) * s->wout, (size_t)r0 * s->wout};
+    if (p->direct) {
+        c.B = xb + c.first;
+        c.ldb = (int)in_plane;
+    } else {
+        im2col(s, xb, r0, r1, col);
+    }
+    return c;
+}
+
 /* The forward pass over all items; `colbuf` holds nt buffers of `col_each` floats. */
 static void conv_fwd_run(const rmx_conv_shape *s, int nt, const float *x, const float *w,
                          const float *bias, float *y, float *colbuf, size_t col_each) {
@@ -241,26 +266,19 @@ static void conv_fwd_run(const rmx_conv_shape *s, int nt, const float *x, const 
     }
     conv_plan p = conv_plan_make(s, 1);
     int kdim = s->cin * s->k * s->k;
-    size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->hout * s->wout;
+    size_t out_plane = (size_t)s->hout * s->wout;
     long items = (long)s->n * p.nblk;
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
         float *col = colbuf + (size_t)t * col_each;
         for (long i = t; i < items; i += nth) {
-            int b = (int)(i / p.nblk), r0, r1;
-            conv_block(s, &p, (int)(i % p.nblk), &r0, &r1);
-            const float *xb = x + (size_t)b * s->cin * in_plane;
-            int P = (r1 - r0) * s->wout;
-            size_t p0 = (size_t)r0 * s->wout;
-            const float *B = col;
-            int ldb = P;
-            if (p.direct) {
-                B = xb + p0;
-                ldb = (int)in_plane;
-            } else {
-                im2col(s, xb, r0, r1, col);
-            }
+            int b;
+            item_columns cols = conv_item_columns(s, &p, i, x, col, &b);
+            int P = cols.positions;
+            size_t p0 = cols.first;
+            const float *B = cols.B;
+            int ldb = cols.ldb;
             float *C = y + (size_t)b * s->cout * out_plane + p0;
             float beta = 0.0f;
             if (bias) {
@@ -324,7 +342,7 @@ static void conv_dw(const rmx_conv_shape *s, int nt, const float *x, const float
                     float *colbuf, size_t col_each, float *dwbuf, size_t dw_each) {
     conv_plan p = conv_plan_make(s, 1);
     int kdim = s->cin * s->k * s->k;
-    size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->hout * s->wout;
+    size_t out_plane = (size_t)s->hout * s->wout;
     size_t nw = (size_t)s->cout * kdim;
     long items = (long)s->n * p.nblk;
     int used = nt;
@@ -336,19 +354,12 @@ static void conv_dw(const rmx_conv_shape *s, int nt, const float *x, const float
         float *col = colbuf + (size_t)t * col_each, *part = dwbuf + (size_t)t * dw_each;
         memset(part, 0, sizeof(float) * nw);
         for (long i = t; i < items; i += nth) {
-            int b = (int)(i / p.nblk), r0, r1;
-            conv_block(s, &p, (int)(i % p.nblk), &r0, &r1);
-            const float *xb = x + (size_t)b * s->cin * in_plane;
-            int P = (r1 - r0) * s->wout;
-            size_t p0 = (size_t)r0 * s->wout;
-            const float *B = col;
-            int ldb = P;
-            if (p.direct) {
-                B = xb + p0;
-                ldb = (int)in_plane;
-            } else {
-                im2col(s, xb, r0, r1, col);
-            }
+            int b;
+            item_columns cols = conv_item_columns(s, &p, i, x, col, &b);
+            int P = cols.positions;
+            size_t p0 = cols.first;
+            const float *B = cols.B;
+            int ldb = cols.ldb;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->cout, kdim, P, 1.0f,
                         dy + (size_t)b * s->cout * out_plane + p0, (int)out_plane, B, ldb, 1.0f, part, kdim);
         }
