@@ -16,8 +16,8 @@ enum { PNG_SAMPLES = 4 }; /* input | reconstruction rows in the evaluation PNG *
 void rmx_spectral_sums(const float *x, const float *xhat, size_t count, float norm_mean, float norm_std,
                        double *diff_sq, double *ref_sq) {
     for (size_t i = 0; i < count; i++) {
-        double s = exp((double)x[i] * norm_std + norm_mean);
-        double s_hat = exp((double)xhat[i] * norm_std + norm_mean);
+        double s = exp(0.5 * ((double)x[i] * norm_std + norm_mean));
+        double s_hat = exp(0.5 * ((double)xhat[i] * norm_std + norm_mean));
         *diff_sq += (s - s_hat) * (s - s_hat);
         *ref_sq += s * s;
     }

@@ -13,8 +13,9 @@
  * metrics line and the PNG (eval-<step>.png). */
 int rmx_evaluate(rmx_trainer *t, int64_t label_step);
 
-/* Spectral convergence ||S - S^||_F / ||S||_F over linear mel power S = exp(x * std + mean): the
- * sums it needs, accumulated over n samples of `count` floats each. */
+/* Spectral convergence ||S - S^||_F / ||S||_F over the linear mel magnitude
+ * S = sqrt(mel power) = exp((x * std + mean) / 2), x the stored normalised log-mel: the two sums it
+ * needs, accumulated over `count` floats. */
 void rmx_spectral_sums(const float *x, const float *xhat, size_t count, float norm_mean, float norm_std,
                        double *diff_sq, double *ref_sq);
 
