@@ -138,7 +138,8 @@ struct rmx_backend {
 /* Constructors. threads <= 0 leaves the OpenMP default. */
 rmx_backend *rmx_backend_ref_create(void);
 rmx_backend *rmx_backend_cpu_create(int threads);
-/* Returns NULL (and a message in err) when built without CUDA or when no GPU is visible. */
+/* device_ordinal: the rank's index on its node, taken modulo the number of visible devices.
+ * Returns NULL (and a message in err) when built without CUDA or when no GPU is visible. */
 rmx_backend *rmx_backend_cuda_create(int device_ordinal, char *err, size_t errlen);
 
 #endif

@@ -35,8 +35,11 @@ void rmx_nccl_free(rmx_nccl *nc);
 void rmx_nccl_sum_floats(rmx_nccl *nc, float *buf, size_t n);
 
 /* The largest `value` over ranks, through a device int and ncclMax (the step boundary's verdict:
- * a stop signal, a data error); blocks the host until the answer is there. Independent of the
- * compute stream: it neither waits for the queued kernels nor delays them. */
+ * a stop signal, a data error); blocks the host until the answer is there. It records no event on
+ * the compute stream and makes it wait for nothing, but it is queued on the communication stream
+ * behind the collectives issued before it: called while gradient buckets are still pending (between
+ * rmx_reducer_begin and the end of the backward pass) it waits, through them, for the compute work
+ * they wait for. */
 int rmx_nccl_max_int(rmx_nccl *nc, int value);
 
 /* The reducer's transport over this communicator (train/reducer.h): start = ncclAllReduce of a

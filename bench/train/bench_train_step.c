@@ -192,13 +192,15 @@ static void w_conv_bwd(rmx_backend *be, const rmx_conv_shape *s, const float *x,
 
 static void w_gn_fwd(rmx_backend *be, int n, int c, int hw, int groups, float eps, const float *x,
                      const float *gamma, const float *beta, float *y, float *mean, float *rstd) {
-    TIMED(P_GN_FWD, (size_t)n * c * hw, prof.orig.groupnorm_fwd(be, n, c, hw, groups, eps, x, gamma, beta, y, mean, rstd));
+    TIMED(P_GN_FWD, (size_t)n * c * hw,
+          prof.orig.groupnorm_fwd(be, n, c, hw, groups, eps, x, gamma, beta, y, mean, rstd));
 }
 static void w_gn_bwd(rmx_backend *be, int n, int c, int hw, int groups, const float *x,
                      const float *gamma, const float *mean, const float *rstd, const float *dy,
                      float *dx, float *dgamma, float *dbeta) {
     TIMED(P_GN_BWD, (size_t)n * c * hw,
-          prof.orig.groupnorm_bwd(be, n, c, hw, groups, x, gamma, mean, rstd, dy, dx, dgamma, dbeta));
+          prof.orig.groupnorm_bwd(be, n, c, hw, groups, x, gamma, mean, rstd, dy, dx, dgamma,
+                                  dbeta));
 }
 static void w_silu_fwd(rmx_backend *be, size_t n, const float *x, float *y) {
     TIMED(P_SILU_FWD, n, prof.orig.silu_fwd(be, n, x, y));
@@ -364,7 +366,8 @@ int main(int argc, char **argv) {
         else usage();
         i++;
     }
-    if (threads < 1 || steps < 1 || warmup < 0 || hp.micro_batch < 1 || sgemm_n < 1 || sgemm_reps < 1)
+    if (threads < 1 || steps < 1 || warmup < 0 || hp.micro_batch < 1 || sgemm_n < 1 ||
+        sgemm_reps < 1)
         usage();
     const int batch = hp.micro_batch;
 
@@ -453,7 +456,8 @@ int main(int argc, char **argv) {
     double busy1 = machine_busy_s(), own1 = own_cpu_s(), t1 = now();
     double peak = sgemm_peak(sgemm_n, threads, sgemm_reps);
     double sgemm_foreign = (machine_busy_s() - busy1) - (own_cpu_s() - own1);
-    double sgemm_foreign_pct = 100.0 * (sgemm_foreign > 0 ? sgemm_foreign : 0) / ((now() - t1) * cores);
+    double sgemm_foreign_pct =
+        100.0 * (sgemm_foreign > 0 ? sgemm_foreign : 0) / ((now() - t1) * cores);
     double gflops = brief_gflop / med, own_gflops = own_gflop / med;
 
     printf("\nloss %.6g -> %.6g over %d steps\n", first_loss, last_loss, warmup + steps);
@@ -470,12 +474,11 @@ int main(int argc, char **argv) {
            100.0 * gflops / peak);
     printf("peak memory (ru_maxrss, before the sgemm): %.1f MiB (arena %.1f MiB, parameters + grads "
            "+ Adam m, v %.1f MiB)\n", rss_mib, arena_mib, params_mib);
-    printf("RESULT openblas_core=%s threads=%d batch=%d step_median_ms=%.1f step_min_ms=%.1f gflops_brief=%.1f "
-           "gflops_own=%.1f own_gflop=%.1f sgemm_peak_gflops=%.1f peak_share_pct=%.1f "
-           "maxrss_mib=%.1f foreign_cpu_pct=%.1f sgemm_foreign_cpu_pct=%.1f\n",
-           openblas_get_corename(), threads, batch,
-           1e3 * med, 1e3 * best, gflops, own_gflops, own_gflop, peak, 100.0 * gflops / peak, rss_mib,
-           foreign_pct, sgemm_foreign_pct);
+    printf("RESULT openblas_core=%s threads=%d batch=%d step_median_ms=%.1f step_min_ms=%.1f "
+           "gflops_brief=%.1f gflops_own=%.1f own_gflop=%.1f sgemm_peak_gflops=%.1f "
+           "peak_share_pct=%.1f maxrss_mib=%.1f foreign_cpu_pct=%.1f sgemm_foreign_cpu_pct=%.1f\n",
+           openblas_get_corename(), threads, batch, 1e3 * med, 1e3 * best, gflops, own_gflops,
+           own_gflop, peak, 100.0 * gflops / peak, rss_mib, foreign_pct, sgemm_foreign_pct);
 
     free(times);
     free(hx);

@@ -53,7 +53,8 @@ static conv_plan conv_plan_make(const rmx_conv_shape *s, int min_rows) {
     p.rows = rows;
     p.nblk = (s->hout + rows - 1) / rows;
     p.direct = conv_is_direct(s);
-    p.col = p.direct ? 0 : round16(kdim * (size_t)rows * s->wout);
+    /* rounded up to whole 48-position panels for the AVX-512 path's packed layout */
+    p.col = p.direct ? 0 : round16(kdim * (((size_t)rows * s->wout + 47) / 48 * 48));
     return p;
 }
 
@@ -84,6 +85,13 @@ static conv_ws_layout conv_ws(const rmx_conv_shape *s, int nt) {
     } else {
         size_t c = conv_plan_make(s, conv_col2im_min_rows(s)).col;
         if (c > col) col = c;
+    }
+    {
+        /* the AVX-512 dw path: the plain unfolded block, then dy's block transposed */
+        conv_plan p = conv_plan_make(s, 1);
+        size_t P = (size_t)p.rows * s->wout;
+        size_t c = round16((size_t)s->cin * s->k * s->k * P) + round16((size_t)s->cout * P);
+        if (!p.direct && c > col) col = c;
     }
     l.wflip = conv_dx_as_fwd(s) ? round16((size_t)s->cin * s->cout * s->k * s->k) : 0;
     l.col_each = col;
@@ -159,6 +167,169 @@ RMX_CLONES static void col2im_add(const rmx_conv_shape *s, const float *col, int
                 }
             }
 }
+
+/* ---- AVX-512 GEMM for the unfolded forward pass ----
+ * OpenBLAS 0.3.21 runs its AVX2 (Haswell) kernels on cores it does not know (Zen 5), at half the
+ * width the core has. Where the CPU has AVX-512 and cout is a multiple of 8, the forward pass (and
+ * the stride-1 dx, which runs through it) unfolds each row block straight into panels of 48
+ * positions, [panel][K][48], and multiplies them with an 8 x 48 register-blocked kernel. Every
+ * output is bias + the sum over k = 0 .. K-1 in order (one FMA per term), whatever the thread
+ * count or the block size. */
+#if defined(__x86_64__) && defined(__GNUC__)
+#define CONV_HAVE_AVX512 1
+#include <immintrin.h>
+
+#define PK_NR 48
+#define PK_MR 8
+
+static int conv_avx512_ok(void) {
+    static int ok = -1;
+    if (ok < 0) {
+        __builtin_cpu_init();
+        ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    }
+    return ok;
+}
+
+/* Positions [p, p + n) of unfolded row kk: from src (step `stride`), or zeros when src is NULL. */
+static void pk_put(float *colp, size_t K, size_t kk, int p, int n, const float *src, int stride) {
+    while (n > 0) {
+        int j = p / PK_NR, c = p % PK_NR;
+        int m = n < PK_NR - c ? n : PK_NR - c;
+        float *d = colp + ((size_t)j * K + kk) * PK_NR + c;
+        if (!src)
+            memset(d, 0, sizeof(float) * m);
+        else if (stride == 1)
+            memcpy(d, src, sizeof(float) * m);
+        else
+            for (int i = 0; i < m; i++) d[i] = src[i * stride];
+        if (src) src += (size_t)m * stride;
+        p += m;
+        n -= m;
+    }
+}
+
+/* im2col into panels: colp[(j K + kk) 48 + c] = col[kk][j 48 + c], zero past the last position. */
+static void im2col_packed(const rmx_conv_shape *s, const float *xb, int r0, int r1, float *colp) {
+    int k = s->k, wo = s->wout;
+    size_t K = (size_t)s->cin * k * k;
+    int P = (r1 - r0) * wo, Pp = (P + PK_NR - 1) / PK_NR * PK_NR;
+    for (int ci = 0; ci < s->cin; ci++)
+        for (int ky = 0; ky < k; ky++)
+            for (int kx = 0; kx < k; kx++) {
+                size_t kk = ((size_t)ci * k + ky) * k + kx;
+                int lo, hi;
+                conv_tap_range(s, kx, &lo, &hi);
+                for (int oy = r0; oy < r1; oy++) {
+                    int p0 = (oy - r0) * wo;
+                    int iy = oy * s->stride - s->pad + ky;
+                    if (iy < 0 || iy >= s->h || lo >= hi) {
+                        pk_put(colp, K, kk, p0, wo, NULL, 1);
+                        continue;
+                    }
+                    const float *src = xb + ((size_t)ci * s->h + iy) * s->w - s->pad + kx;
+                    if (lo > 0) pk_put(colp, K, kk, p0, lo, NULL, 1);
+                    pk_put(colp, K, kk, p0 + lo, hi - lo, src + (size_t)lo * s->stride, s->stride);
+                    if (hi < wo) pk_put(colp, K, kk, p0 + hi, wo - hi, NULL, 1);
+                }
+                if (Pp > P) pk_put(colp, K, kk, P, Pp - P, NULL, 1);
+            }
+}
+
+/* C[8 x ncols] (ldc) = bias + A[8 x K] (lda) B where B is one panel [K][48]; ncols <= 48. */
+__attribute__((target("avx512f"))) static void pk_kernel_8x48(int K, const float *A, int lda,
+                                                               const float *B, const float *bias,
+                                                               float *C, size_t ldc, int ncols) {
+    __m512 c[PK_MR][3];
+    for (int m = 0; m < PK_MR; m++) c[m][0] = c[m][1] = c[m][2] = _mm512_setzero_ps();
+    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * (size_t)lda, *a3 = A + 3 * (size_t)lda;
+    const float *a4 = A + 4 * (size_t)lda, *a5 = A + 5 * (size_t)lda, *a6 = A + 6 * (size_t)lda,
+                *a7 = A + 7 * (size_t)lda;
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * PK_NR;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32);
+        __m512 a;
+#define PK_ROW(m, ap)                                   \
+    a = _mm512_set1_ps(ap[k]);                          \
+    c[m][0] = _mm512_fmadd_ps(a, b0, c[m][0]);          \
+    c[m][1] = _mm512_fmadd_ps(a, b1, c[m][1]);          \
+    c[m][2] = _mm512_fmadd_ps(a, b2, c[m][2]);
+        PK_ROW(0, a0) PK_ROW(1, a1) PK_ROW(2, a2) PK_ROW(3, a3)
+        PK_ROW(4, a4) PK_ROW(5, a5) PK_ROW(6, a6) PK_ROW(7, a7)
+#undef PK_ROW
+    }
+    for (int m = 0; m < PK_MR; m++) {
+        float *cr = C + (size_t)m * ldc;
+        __m512 bv = _mm512_set1_ps(bias ? bias[m] : 0.0f);
+        for (int v = 0; v < 3; v++) {
+            int n = ncols - 16 * v;
+            if (n <= 0) break;
+            __m512 r = bias ? _mm512_add_ps(bv, c[m][v]) : c[m][v];
+            if (n >= 16)
+                _mm512_storeu_ps(cr + 16 * v, r);
+            else
+                _mm512_mask_storeu_ps(cr + 16 * v, (__mmask16)((1u << n) - 1), r);
+        }
+    }
+}
+
+/* dw on the same footing: dwT[kk, co] += sum over the block's positions p, in order, of
+ * col[kk, p] dy[co, p], with col the plain unfolded block (12 rows at a time, broadcast) and dy
+ * transposed into panels of 32 channels, [co / 32][P][32]. Needs K % 12 == 0 and cout % 32 == 0. */
+#define DW_MR 12
+#define DW_NR 32
+
+__attribute__((target("avx512f"))) static void dw_kernel_12x32(int P, const float *A, size_t lda,
+                                                                const float *B, float *C, size_t ldc) {
+    __m512 c[DW_MR][2];
+    for (int m = 0; m < DW_MR; m++) c[m][0] = c[m][1] = _mm512_setzero_ps();
+    for (int p = 0; p < P; p++) {
+        const float *b = B + (size_t)p * DW_NR;
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        for (int m = 0; m < DW_MR; m++) {
+            __m512 a = _mm512_set1_ps(A[(size_t)m * lda + p]);
+            c[m][0] = _mm512_fmadd_ps(a, b0, c[m][0]);
+            c[m][1] = _mm512_fmadd_ps(a, b1, c[m][1]);
+        }
+    }
+    for (int m = 0; m < DW_MR; m++) {
+        float *cr = C + (size_t)m * ldc;
+        _mm512_storeu_ps(cr, _mm512_add_ps(_mm512_loadu_ps(cr), c[m][0]));
+        _mm512_storeu_ps(cr + 16, _mm512_add_ps(_mm512_loadu_ps(cr + 16), c[m][1]));
+    }
+}
+
+/* dyt[(jn P + p) 32 + c] = dy[jn 32 + c, p] for the block's P positions (row stride ld). */
+static void dw_pack_dy(int cout, int P, const float *dy, size_t ld, float *dyt) {
+    for (int jn = 0; jn < cout / DW_NR; jn++)
+        for (int p0 = 0; p0 < P; p0 += 64) {
+            int pe = p0 + 64 < P ? p0 + 64 : P;
+            for (int c = 0; c < DW_NR; c++) {
+                const float *src = dy + (size_t)(jn * DW_NR + c) * ld;
+                float *d = dyt + (size_t)jn * P * DW_NR + c;
+                for (int p = p0; p < pe; p++) d[(size_t)p * DW_NR] = src[p];
+            }
+        }
+}
+
+/* One work item of the forward pass: unfold rows [r0, r1) of sample xb, write y's block at C. */
+static void conv_fwd_item_avx512(const rmx_conv_shape *s, const float *xb, int r0, int r1,
+                                 const float *w, const float *bias, float *C, size_t out_plane,
+                                 float *colp) {
+    int K = s->cin * s->k * s->k, P = (r1 - r0) * s->wout;
+    int np = (P + PK_NR - 1) / PK_NR;
+    im2col_packed(s, xb, r0, r1, colp);
+    for (int j = 0; j < np; j++) {
+        int nc = P - j * PK_NR < PK_NR ? P - j * PK_NR : PK_NR;
+        const float *B = colp + (size_t)j * K * PK_NR;
+        for (int m = 0; m < s->cout; m += PK_MR)
+            pk_kernel_8x48(K, w + (size_t)m * K, K, B, bias ? bias + m : NULL,
+                           C + (size_t)m * out_plane + (size_t)j * PK_NR, out_plane, nc);
+    }
+}
+#else
+#define CONV_HAVE_AVX512 0
+#endif
 
 /* ---- one output channel (the decoder's last layer) ----
  * A GEMM with one row degenerates into a memory-bound pass over the unfolded matrix; summing
@@ -268,6 +439,24 @@ static void conv_fwd_run(const rmx_conv_shape *s, int nt, const float *x, const 
     int kdim = s->cin * s->k * s->k;
     size_t out_plane = (size_t)s->hout * s->wout;
     long items = (long)s->n * p.nblk;
+#if CONV_HAVE_AVX512
+    if (!p.direct && s->cout % PK_MR == 0 && conv_avx512_ok()) {
+        size_t in_plane = (size_t)s->h * s->w;
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), nth = omp_get_num_threads();
+            float *col = colbuf + (size_t)t * col_each;
+            for (long i = t; i < items; i += nth) {
+                int b = (int)(i / p.nblk), r0, r1;
+                conv_block(s, &p, (int)(i % p.nblk), &r0, &r1);
+                conv_fwd_item_avx512(s, x + (size_t)b * s->cin * in_plane, r0, r1, w, bias,
+                                     y + (size_t)b * s->cout * out_plane + (size_t)r0 * s->wout, out_plane,
+                                     col);
+            }
+        }
+        return;
+    }
+#endif
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();
@@ -346,6 +535,41 @@ static void conv_dw(const rmx_conv_shape *s, int nt, const float *x, const float
     size_t nw = (size_t)s->cout * kdim;
     long items = (long)s->n * p.nblk;
     int used = nt;
+#if CONV_HAVE_AVX512
+    if (!p.direct && kdim % DW_MR == 0 && s->cout % DW_NR == 0 && conv_avx512_ok()) {
+        size_t in_plane = (size_t)s->h * s->w;
+        int cout = s->cout;
+#pragma omp parallel num_threads(nt)
+        {
+            int t = omp_get_thread_num(), nth = omp_get_num_threads();
+#pragma omp single
+            used = nth;
+            float *col = colbuf + (size_t)t * col_each, *part = dwbuf + (size_t)t * dw_each;
+            float *dyt = col + round16((size_t)kdim * p.rows * s->wout);
+            memset(part, 0, sizeof(float) * nw);
+            for (long i = t; i < items; i += nth) {
+                int b = (int)(i / p.nblk), r0, r1;
+                conv_block(s, &p, (int)(i % p.nblk), &r0, &r1);
+                int P = (r1 - r0) * s->wout;
+                im2col(s, x + (size_t)b * s->cin * in_plane, r0, r1, col);
+                dw_pack_dy(cout, P, dy + (size_t)b * cout * out_plane + (size_t)r0 * s->wout, out_plane, dyt);
+                for (int m = 0; m < kdim; m += DW_MR)
+                    for (int jn = 0; jn < cout / DW_NR; jn++)
+                        dw_kernel_12x32(P, col + (size_t)m * P, (size_t)P, dyt + (size_t)jn * P * DW_NR,
+                                        part + (size_t)m * cout + jn * DW_NR, (size_t)cout);
+            }
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (size_t e = 0; e < nw; e++) {
+                size_t co = e / (size_t)kdim, kk = e % (size_t)kdim;
+                float acc = dw[e];
+                for (int u = 0; u < used; u++) acc += dwbuf[(size_t)u * dw_each + kk * cout + co];
+                dw[e] = acc;
+            }
+        }
+        return;
+    }
+#endif
 #pragma omp parallel num_threads(nt)
     {
         int t = omp_get_thread_num(), nth = omp_get_num_threads();

@@ -364,14 +364,14 @@ extern "C" rmx_backend *rmx_backend_cuda_create(int device_ordinal, char *err, s
         cudaGetLastError();
         return NULL;
     }
-    if (device_ordinal < 0 || device_ordinal >= count) {
-        if (err && errlen)
-            snprintf(err, errlen,
-                     "CUDA device %d was asked for, but %d device%s visible (ordinals 0..%d; "
-                     "see CUDA_VISIBLE_DEVICES)",
-                     device_ordinal, count, count == 1 ? " is" : "s are", count - 1);
+    if (device_ordinal < 0) {
+        if (err && errlen) snprintf(err, errlen, "CUDA device %d: ordinals start at 0", device_ordinal);
         return NULL;
     }
+    /* The ordinal is the rank's index on its node. A launcher that shows each rank only its own
+     * GPU (CUDA_VISIBLE_DEVICES per rank) leaves fewer devices than ranks: wrap around, and let
+     * NCCL's start-up refuse two ranks that end up on one GPU. */
+    device_ordinal %= count;
     if ((e = cudaSetDevice(device_ordinal)) != cudaSuccess) {
         cudaGetLastError();
         return create_fail(NULL, err, errlen, "cudaSetDevice", cudaGetErrorString(e));

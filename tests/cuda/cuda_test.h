@@ -58,6 +58,26 @@ static inline int32_t *dev_upload_ints(dev_pool *pool, const int32_t *h, size_t 
 /* A zero-filled device buffer. */
 static inline float *dev_zeros(dev_pool *pool, size_t n) { return dev_upload(pool, NULL, n); }
 
+/* A device buffer of garbage (large values, no zeros) for outputs documented as written: an op
+ * that added to its output instead of writing it, or left part of it unwritten, shows. */
+static inline float *dev_garbage(dev_pool *pool, size_t n) {
+    float *h = (float *)malloc((n ? n : 1) * sizeof(float));
+    if (!h) abort();
+    for (size_t i = 0; i < n; i++) h[i] = 1.0e6f + (float)(i % 7);
+    float *d = dev_upload(pool, h, n);
+    free(h);
+    return d;
+}
+
+static inline int32_t *dev_garbage_ints(dev_pool *pool, size_t n) {
+    int32_t *h = (int32_t *)malloc((n ? n : 1) * sizeof(int32_t));
+    if (!h) abort();
+    for (size_t i = 0; i < n; i++) h[i] = -7;
+    int32_t *d = dev_upload_ints(pool, h, n);
+    free(h);
+    return d;
+}
+
 /* A fresh host copy of n device floats (caller frees). */
 static inline float *dev_download(rmx_backend *be, const float *d, size_t n) {
     float *h = (float *)malloc((n ? n : 1) * sizeof(float));

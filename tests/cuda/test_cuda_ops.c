@@ -27,6 +27,45 @@ static void report_arrays(const char *what, const float *got, const float *want,
     kt_report(what, kt_rel_err(got, want, n), tol);
 }
 
+/* ---- memory ---- */
+
+/* alloc zero-fills (also memory a free just gave back); to_backend leaves the host buffer free for
+ * reuse as soon as it returns (the trainer hands the loader's buffer back right after), through
+ * the staging slots in turn, their growth, and the direct path above the staging limit. */
+static void test_memory(void) {
+    size_t n = (size_t)1 << 20;
+    float *a = gpu->alloc(gpu, n * sizeof(float));
+    gpu->fill(gpu, a, 7.0f, n);
+    gpu->free(gpu, a);
+    float *b = gpu->alloc(gpu, n * sizeof(float));
+    float *h = dev_download(gpu, b, n);
+    int zero = 1;
+    for (size_t i = 0; i < n; i++) zero &= h[i] == 0.0f;
+    kt_expect(zero, "alloc zero-fills (after a free of the same size)");
+    free(h);
+    gpu->free(gpu, b);
+
+    /* 20 M floats (80 MB) exceed the 64 MiB staging limit: the direct path */
+    static const size_t sizes[] = {1, 1000, 70000, 3000, 200000, 17, 5000000, 20000000, 64, 300000};
+    enum { COUNT = sizeof sizes / sizeof sizes[0] };
+    float *host = kt_alloc(20000000), *dst[COUNT];
+    for (int i = 0; i < COUNT; i++) {
+        for (size_t j = 0; j < sizes[i]; j++) host[j] = (float)(i * 1000 + (int)(j % 997));
+        dst[i] = gpu->alloc(gpu, sizes[i] * sizeof(float));
+        gpu->to_backend(gpu, dst[i], host, sizes[i] * sizeof(float));
+    }
+    memset(host, 0xff, 20000000 * sizeof(float)); /* the caller's reuse: NaNs everywhere */
+    int same = 1;
+    for (int i = 0; i < COUNT; i++) {
+        h = dev_download(gpu, dst[i], sizes[i]);
+        for (size_t j = 0; j < sizes[i]; j++) same &= h[j] == (float)(i * 1000 + (int)(j % 997));
+        free(h);
+        gpu->free(gpu, dst[i]);
+    }
+    kt_expect(same, "to_backend: 10 uploads from one host buffer, rewritten after each, all arrive intact");
+    free(host);
+}
+
 /* ---- convolution ---- */
 
 static void conv_case_vs(rmx_backend *oracle, int n, int cin, int h, int w, int cout, int k,
@@ -50,7 +89,7 @@ static void conv_case_vs(rmx_backend *oracle, int n, int cin, int h, int w, int 
     float *gdy = dev_upload(&pool, dy, ny), *gy = dev_upload(&pool, y_garbage, ny); /* written */
     float *gdx = dev_upload(&pool, dx_garbage, nx); /* written: garbage first */
     float *gdw = dev_upload(&pool, dw0, nw), *gdb = dev_upload(&pool, db0, cout); /* accumulate */
-    float *gws = dev_zeros(&pool, gpu->conv2d_workspace(gpu, &s));
+    float *gws = dev_garbage(&pool, gpu->conv2d_workspace(gpu, &s)); /* scratch: contents irrelevant */
     gpu->conv2d_fwd(gpu, &s, gx, gw, gb, gy, gws);
     gpu->conv2d_bwd(gpu, &s, gx, gw, gdy, gdx, gdw, gdb, gws);
 
@@ -128,8 +167,8 @@ static void test_groupnorm(int n, int c, int hw, int groups, float offset) {
     ref->groupnorm_bwd(ref, n, c, hw, groups, x, gamma, mean, rstd, dy, dx, dg, dbt);
 
     float *gx = dev_upload(&pool, x, nx), *gg = dev_upload(&pool, gamma, c), *gb = dev_upload(&pool, beta, c);
-    float *gdy = dev_upload(&pool, dy, nx), *gy = dev_zeros(&pool, nx);
-    float *gmean = dev_zeros(&pool, ng), *grstd = dev_zeros(&pool, ng);
+    float *gdy = dev_upload(&pool, dy, nx), *gy = dev_garbage(&pool, nx);
+    float *gmean = dev_garbage(&pool, ng), *grstd = dev_garbage(&pool, ng);
     float *gdx = dev_upload(&pool, dy, nx), *gdg = dev_upload(&pool, dg0, c), *gdb = dev_upload(&pool, db0, c);
     gpu->groupnorm_fwd(gpu, n, c, hw, groups, 1e-5f, gx, gg, gb, gy, gmean, grstd);
     /* the backward from the reference's statistics, so it is compared on its own */
@@ -160,6 +199,20 @@ static void test_groupnorm(int n, int c, int hw, int groups, float offset) {
     kt_expect(!memcmp(hio, hdx, nx * sizeof *hio), what);
     free(hio), free(hdx);
 
+    /* NULL outputs skip their work, the others come out the same: the forward without mean and
+     * rstd, the backward without dx */
+    float *gy2 = dev_garbage(&pool, nx), *gdg2 = dev_upload(&pool, dg0, c), *gdb2 = dev_upload(&pool, db0, c);
+    gpu->groupnorm_fwd(gpu, n, c, hw, groups, 1e-5f, gx, gg, gb, gy2, NULL, NULL);
+    gpu->groupnorm_bwd(gpu, n, c, hw, groups, gx, gg, rmean, rrstd, gdy, NULL, gdg2, gdb2);
+    float *y1 = dev_download(gpu, gy, nx), *y2 = dev_download(gpu, gy2, nx);
+    float *g1 = dev_download(gpu, gdg, c), *g2 = dev_download(gpu, gdg2, c);
+    float *b1 = dev_download(gpu, gdb, c), *b2 = dev_download(gpu, gdb2, c);
+    snprintf(what, sizeof what, "groupnorm n%d c%d hw%d g%d NULL mean/rstd, NULL dx", n, c, hw, groups);
+    kt_expect(!memcmp(y1, y2, nx * sizeof *y1) && !memcmp(g1, g2, c * sizeof *g1) &&
+                  !memcmp(b1, b2, c * sizeof *b1),
+              what);
+    free(y1), free(y2), free(g1), free(g2), free(b1), free(b2);
+
     free(x), free(gamma), free(beta), free(dy), free(y), free(mean), free(rstd), free(dx);
     free(dg), free(dbt), free(dg0), free(db0);
     dev_pool_free(&pool);
@@ -172,7 +225,7 @@ static void test_elementwise(size_t n) {
     float *x = kt_rand(n, -8, 8), *b = kt_rand(n, -1, 1), *dy = kt_rand(n, -1, 1);
     float *r = kt_alloc(n), *h;
     float *gx = dev_upload(&pool, x, n), *gb = dev_upload(&pool, b, n), *gdy = dev_upload(&pool, dy, n);
-    float *gr = dev_zeros(&pool, n);
+    float *gr = dev_garbage(&pool, n);
     char what[128];
 
     ref->silu_fwd(ref, n, x, r);
@@ -240,7 +293,7 @@ static void test_upsample(int n, int c, int h, int w) {
     ref->upsample2x_fwd(ref, n, c, h, w, x, y);
     ref->upsample2x_bwd(ref, n, c, h, w, dy, dx);
     float *gx = dev_upload(&pool, x, nx), *gdy = dev_upload(&pool, dy, ny);
-    float *gy = dev_zeros(&pool, ny), *gdx = dev_zeros(&pool, nx), *hh;
+    float *gy = dev_garbage(&pool, ny), *gdx = dev_garbage(&pool, nx), *hh;
     gpu->upsample2x_fwd(gpu, n, c, h, w, gx, gy);
     gpu->upsample2x_bwd(gpu, n, c, h, w, gdy, gdx);
     char what[128];
@@ -264,7 +317,7 @@ static void test_kl(int n, int c, int hw) {
     ref->gaussian_sample_fwd(ref, n, c, hw, mom, eps, z);
     ref->gaussian_sample_bwd(ref, n, c, hw, mom, eps, dz, dm);
     float *gm = dev_upload(&pool, mom, nm), *ge = dev_upload(&pool, eps, nz), *gdz = dev_upload(&pool, dz, nz);
-    float *gz = dev_zeros(&pool, nz), *gdm = dev_upload(&pool, garbage, nm);
+    float *gz = dev_garbage(&pool, nz), *gdm = dev_upload(&pool, garbage, nm);
     gpu->gaussian_sample_fwd(gpu, n, c, hw, gm, ge, gz);
     gpu->gaussian_sample_bwd(gpu, n, c, hw, gm, ge, gdz, gdm);
     char what[128];
@@ -283,6 +336,11 @@ static void test_kl(int n, int c, int hw) {
     snprintf(what, sizeof what, "kl_loss n%d c%d hw%d dmoments (+=)", n, c, hw);
     report_arrays(what, h = dev_download(gpu, gdm, nm), dm, nm, TOL_LIBM);
     free(h);
+    float l_null = 1.0f, *gl_null = dev_upload(&pool, &l_null, 1);
+    gpu->kl_loss(gpu, n, c, hw, gm, 0.25f, gl_null, NULL);
+    gpu->to_host(gpu, &l_null, gl_null, sizeof l_null);
+    snprintf(what, sizeof what, "kl_loss n%d c%d hw%d value without dmoments (NULL) is the same", n, c, hw);
+    kt_expect(l_null == l_gpu, what);
     free(mom), free(eps), free(dz), free(z), free(dm), free(garbage);
     dev_pool_free(&pool);
 }
@@ -298,8 +356,8 @@ static void test_vq(int n, int d, int hw, int k) {
     int32_t *idx = calloc(nq, sizeof *idx), *gidx_h = calloc(nq, sizeof *gidx_h);
     float *zq = kt_alloc(nz);
     ref->vq_quantize(ref, n, d, hw, ze, cb, k, idx, zq);
-    float *gze = dev_upload(&pool, ze, nz), *gcb = dev_upload(&pool, cb, kd), *gzq = dev_zeros(&pool, nz);
-    int32_t *gidx = dev_upload_ints(&pool, NULL, nq);
+    float *gze = dev_upload(&pool, ze, nz), *gcb = dev_upload(&pool, cb, kd), *gzq = dev_garbage(&pool, nz);
+    int32_t *gidx = dev_garbage_ints(&pool, nq);
     gpu->vq_quantize(gpu, n, d, hw, gze, gcb, k, gidx, gzq);
     gpu->to_host(gpu, gidx_h, gidx, nq * sizeof *gidx_h);
     float *hzq = dev_download(gpu, gzq, nz);
@@ -321,7 +379,7 @@ static void test_vq(int n, int d, int hw, int k) {
 
     /* the EMA update from these statistics */
     float *ec = kt_rand(k, 0.5f, 4), *es = kt_rand(kd, -1, 1), *book = kt_alloc(kd);
-    float *gec = dev_upload(&pool, ec, k), *ges = dev_upload(&pool, es, kd), *gbook = dev_zeros(&pool, kd);
+    float *gec = dev_upload(&pool, ec, k), *ges = dev_upload(&pool, es, kd), *gbook = dev_garbage(&pool, kd);
     ref->vq_ema_update(ref, k, d, 0.99f, 1e-5f, counts, sums, ec, es, book);
     gpu->vq_ema_update(gpu, k, d, 0.99f, 1e-5f, gcounts, gsums, gec, ges, gbook);
     float *hec = dev_download(gpu, gec, k), *hes = dev_download(gpu, ges, kd), *hbook = dev_download(gpu, gbook, kd);
@@ -356,7 +414,7 @@ static void test_randn(void) {
     dev_pool pool = {gpu, {0}, 0};
     int64_t idx[5] = {3, 17, 0, 1000000007LL, 4};
     size_t per = 20011, nn = 5 * per;
-    float *a = kt_alloc(nn), *ga = dev_zeros(&pool, nn), *h;
+    float *a = kt_alloc(nn), *ga = dev_garbage(&pool, nn), *h;
     ref->randn(ref, a, 5, per, 42, 2, 9, idx);
     gpu->randn(gpu, ga, 5, per, 42, 2, 9, idx);
     idx[0] = -1; /* the caller may reuse its host index array at once */
@@ -373,6 +431,7 @@ int main(void) {
     cpu = rmx_backend_cpu_create(0);
     kt_seed(12345);
     printf("cuda backend vs reference backend (errors relative to the reference's max |value|)\n");
+    test_memory();
     test_conv();
     test_groupnorm(2, 32, 37, 8, 0);
     test_groupnorm(3, 6, 50, 3, 3);
