@@ -20,10 +20,9 @@
 
 #include "kernels/backend.h"
 #include "model/autoencoder.h"
-#include "util/rng.h"
+#include "bench/bench_step.h"
 
 #define BRIEF_GFLOP_PER_8 381.0
-#define BENCH_SEED 42u
 
 static double now(void) {
     struct timespec ts;
@@ -86,16 +85,9 @@ int main(int argc, char **argv) {
     }
     rmx_params *p = rmx_ae_params(ae);
 
-    size_t per_x = (size_t)hp.mels * hp.frames, nx = (size_t)batch * per_x;
-    float *hx = malloc(nx * sizeof *hx);
-    int64_t *index = malloc((size_t)batch * sizeof *index);
-    if (!hx || !index) abort();
-    for (size_t i = 0; i < nx; i++)
-        hx[i] = rmx_normal(BENCH_SEED, RMX_RNG_DEMO, 0, i / per_x, (uint32_t)(i % per_x));
-    for (int i = 0; i < batch; i++) index[i] = i;
-    float *x = be->alloc(be, nx * sizeof *x);
-    float *dev = be->alloc(be, (RMX_AE_N_LOSS + 1) * sizeof *dev); /* loss terms, sumsq */
-    be->to_backend(be, x, hx, nx * sizeof *x);
+    bench_batch in = bench_batch_make(be, &hp, batch);
+    float *x = in.x, *dev = in.scalars;
+    int64_t *index = in.index;
     size_t free_b = 0, total_b = 0;
     cudaMemGetInfo(&free_b, &total_b);
 
@@ -119,7 +111,7 @@ int main(int argc, char **argv) {
         be->fill(be, dev, 0.0f, RMX_AE_N_LOSS + 1);
         rmx_ae_step_begin(ae);
         for (int a = 0; a < accum; a++)
-            rmx_ae_forward_backward(ae, micro, x + (size_t)a * micro * per_x, NULL, index + a * micro,
+            rmx_ae_forward_backward(ae, micro, x + (size_t)a * micro * hp.mels * hp.frames, NULL, index + a * micro,
                                     BENCH_SEED, s, 1.0f / (float)batch, dev);
         be->sumsq(be, p->span, p->grad, dev + RMX_AE_N_LOSS);
         be->to_host(be, host, dev, sizeof host); /* the trainer's once-a-step read-back */
@@ -143,12 +135,9 @@ int main(int argc, char **argv) {
            prop.name, tf32, batch, micro, t * 1e3, batch / t, tflops, 100.0 * tflops / peak_fp32,
            100.0 * tflops / peak_tf32);
 
-    be->free(be, x);
-    be->free(be, dev);
+    bench_batch_free(be, &in);
     rmx_ae_free(ae);
     be->destroy(be);
-    free(hx);
-    free(index);
     free(times);
     return 0;
 }

@@ -20,11 +20,10 @@
 
 #include "kernels/backend.h"
 #include "model/autoencoder.h"
-#include "util/rng.h"
+#include "bench/bench_step.h"
 
 #define BRIEF_GFLOP 381.0
 #define BRIEF_PARAMS 1602289
-#define BENCH_SEED 42u
 
 static double now(void) {
     struct timespec ts;
@@ -381,16 +380,9 @@ int main(int argc, char **argv) {
     if (profile) install_profiler(be);
     rmx_params *p = rmx_ae_params(ae);
 
-    size_t per_x = (size_t)hp.mels * hp.frames, nx = (size_t)batch * per_x;
-    float *hx = malloc(nx * sizeof *hx);
-    int64_t *index = malloc((size_t)batch * sizeof *index);
-    if (!hx || !index) abort();
-    for (size_t i = 0; i < nx; i++)
-        hx[i] = rmx_normal(BENCH_SEED, RMX_RNG_DEMO, 0, i / per_x, (uint32_t)(i % per_x));
-    for (int i = 0; i < batch; i++) index[i] = i;
-    float *x = be->alloc(be, nx * sizeof *x);
-    float *dev = be->alloc(be, (RMX_AE_N_LOSS + 1) * sizeof *dev); /* loss terms, sumsq */
-    be->to_backend(be, x, hx, nx * sizeof *x);
+    bench_batch in = bench_batch_make(be, &hp, batch);
+    float *x = in.x, *dev = in.scalars;
+    int64_t *index = in.index;
 
     printf("Remixer train step: autoencoder 1x%dx%d, C %d, mult [%d, %d, %d], res_blocks %d, "
            "latent %d, kl; batch %d; %zu parameters (brief: %d); cpu backend, %d threads; OpenBLAS "
@@ -481,10 +473,7 @@ int main(int argc, char **argv) {
            own_gflop, peak, 100.0 * gflops / peak, rss_mib, foreign_pct, sgemm_foreign_pct);
 
     free(times);
-    free(hx);
-    free(index);
-    be->free(be, x);
-    be->free(be, dev);
+    bench_batch_free(be, &in);
     rmx_ae_free(ae);
     be->destroy(be);
     return 0;
