@@ -53,8 +53,9 @@ static conv_plan conv_plan_make(const rmx_conv_shape *s, int min_rows) {
     p.rows = rows;
     p.nblk = (s->hout + rows - 1) / rows;
     p.direct = conv_is_direct(s);
-    /* rounded up to whole 48-position panels for the AVX-512 path's packed layout */
-    p.col = p.direct ? 0 : round16(kdim * (((size_t)rows * s->wout + 47) / 48 * 48));
+    /* whole 48-position panels for the AVX-512 path, plus one unfolded row */
+    size_t pp = ((size_t)rows * s->wout + 47) / 48 * 48;
+    p.col = round16(kdim * pp) + pp;
     return p;
 }
 
@@ -83,7 +84,9 @@ static conv_ws_layout conv_ws(const rmx_conv_shape *s, int nt) {
         size_t c = conv_plan_make(&t, 1).col;
         if (c > col) col = c;
     } else {
-        size_t c = conv_plan_make(s, conv_col2im_min_rows(s)).col;
+        conv_plan p = conv_plan_make(s, conv_col2im_min_rows(s));
+        /* + dy's block in 48-position panels for the AVX-512 path */
+        size_t c = p.col + round16((size_t)s->cout * (((size_t)p.rows * s->wout + 47) / 48 * 48));
         if (c > col) col = c;
     }
     {
@@ -93,7 +96,8 @@ static conv_ws_layout conv_ws(const rmx_conv_shape *s, int nt) {
         size_t c = round16((size_t)s->cin * s->k * s->k * P) + round16((size_t)s->cout * P);
         if (!p.direct && c > col) col = c;
     }
-    l.wflip = conv_dx_as_fwd(s) ? round16((size_t)s->cin * s->cout * s->k * s->k) : 0;
+    /* the flipped kernel (dx as a forward pass) or the transposed one (dx through col2im) */
+    l.wflip = round16((size_t)s->cin * s->cout * s->k * s->k);
     l.col_each = col;
     l.dw_each = round16((size_t)s->cout * s->cin * s->k * s->k);
     l.total = l.wflip + (size_t)nt * (col + l.dw_each);
@@ -182,38 +186,27 @@ RMX_CLONES static void col2im_add(const rmx_conv_shape *s, const float *col, int
 #define PK_NR 48
 #define PK_MR 8
 
+/* The AVX-512 paths run where the CPU has AVX-512F, unless RMX_CPU_GENERIC is set: the test suite
+ * sets it to check the OpenBLAS path on the same machine. (The flag is read once; the data race
+ * of two first calls writes the same value.) */
 static int conv_avx512_ok(void) {
     static int ok = -1;
     if (ok < 0) {
         __builtin_cpu_init();
-        ok = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        const char *generic = getenv("RMX_CPU_GENERIC");
+        ok = __builtin_cpu_supports("avx512f") && !(generic && *generic && strcmp(generic, "0") != 0);
     }
     return ok;
 }
 
-/* Positions [p, p + n) of unfolded row kk: from src (step `stride`), or zeros when src is NULL. */
-static void pk_put(float *colp, size_t K, size_t kk, int p, int n, const float *src, int stride) {
-    while (n > 0) {
-        int j = p / PK_NR, c = p % PK_NR;
-        int m = n < PK_NR - c ? n : PK_NR - c;
-        float *d = colp + ((size_t)j * K + kk) * PK_NR + c;
-        if (!src)
-            memset(d, 0, sizeof(float) * m);
-        else if (stride == 1)
-            memcpy(d, src, sizeof(float) * m);
-        else
-            for (int i = 0; i < m; i++) d[i] = src[i * stride];
-        if (src) src += (size_t)m * stride;
-        p += m;
-        n -= m;
-    }
-}
-
-/* im2col into panels: colp[(j K + kk) 48 + c] = col[kk][j 48 + c], zero past the last position. */
-static void im2col_packed(const rmx_conv_shape *s, const float *xb, int r0, int r1, float *colp) {
+/* im2col into panels: colp[(j K + kk) 48 + c] = col[kk][j 48 + c], zero past the last position.
+ * Each unfolded row is built in `line` (P floats, in L1) as im2col does, then copied out in 48s. */
+__attribute__((target("avx512f"))) static void im2col_packed(const rmx_conv_shape *s, const float *xb,
+                                                             int r0, int r1, float *colp, float *line) {
     int k = s->k, wo = s->wout;
     size_t K = (size_t)s->cin * k * k;
-    int P = (r1 - r0) * wo, Pp = (P + PK_NR - 1) / PK_NR * PK_NR;
+    int P = (r1 - r0) * wo, np = (P + PK_NR - 1) / PK_NR;
+    for (int i = P; i < np * PK_NR; i++) line[i] = 0.0f;
     for (int ci = 0; ci < s->cin; ci++)
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
@@ -221,18 +214,27 @@ static void im2col_packed(const rmx_conv_shape *s, const float *xb, int r0, int 
                 int lo, hi;
                 conv_tap_range(s, kx, &lo, &hi);
                 for (int oy = r0; oy < r1; oy++) {
-                    int p0 = (oy - r0) * wo;
+                    float *dst = line + (size_t)(oy - r0) * wo;
                     int iy = oy * s->stride - s->pad + ky;
                     if (iy < 0 || iy >= s->h || lo >= hi) {
-                        pk_put(colp, K, kk, p0, wo, NULL, 1);
+                        memset(dst, 0, sizeof(float) * wo);
                         continue;
                     }
                     const float *src = xb + ((size_t)ci * s->h + iy) * s->w - s->pad + kx;
-                    if (lo > 0) pk_put(colp, K, kk, p0, lo, NULL, 1);
-                    pk_put(colp, K, kk, p0 + lo, hi - lo, src + (size_t)lo * s->stride, s->stride);
-                    if (hi < wo) pk_put(colp, K, kk, p0 + hi, wo - hi, NULL, 1);
+                    if (lo > 0) memset(dst, 0, sizeof(float) * lo);
+                    if (s->stride == 1)
+                        memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+                    else
+                        for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * s->stride];
+                    if (hi < wo) memset(dst + hi, 0, sizeof(float) * (wo - hi));
                 }
-                if (Pp > P) pk_put(colp, K, kk, P, Pp - P, NULL, 1);
+                float *d = colp + kk * PK_NR;
+                for (int j = 0; j < np; j++, d += K * PK_NR) {
+                    const float *l = line + (size_t)j * PK_NR;
+                    _mm512_storeu_ps(d, _mm512_loadu_ps(l));
+                    _mm512_storeu_ps(d + 16, _mm512_loadu_ps(l + 16));
+                    _mm512_storeu_ps(d + 32, _mm512_loadu_ps(l + 32));
+                }
             }
 }
 
@@ -318,7 +320,7 @@ static void conv_fwd_item_avx512(const rmx_conv_shape *s, const float *xb, int r
                                  float *colp) {
     int K = s->cin * s->k * s->k, P = (r1 - r0) * s->wout;
     int np = (P + PK_NR - 1) / PK_NR;
-    im2col_packed(s, xb, r0, r1, colp);
+    im2col_packed(s, xb, r0, r1, colp, colp + (size_t)K * np * PK_NR);
     for (int j = 0; j < np; j++) {
         int nc = P - j * PK_NR < PK_NR ? P - j * PK_NR : PK_NR;
         const float *B = colp + (size_t)j * K * PK_NR;
@@ -440,7 +442,7 @@ static void conv_fwd_run(const rmx_conv_shape *s, int nt, const float *x, const 
     size_t out_plane = (size_t)s->hout * s->wout;
     long items = (long)s->n * p.nblk;
 #if CONV_HAVE_AVX512
-    if (!p.direct && s->cout % PK_MR == 0 && conv_avx512_ok()) {
+    if (s->cout % PK_MR == 0 && conv_avx512_ok()) {
         size_t in_plane = (size_t)s->h * s->w;
 #pragma omp parallel num_threads(nt)
         {
@@ -499,12 +501,54 @@ static void conv_flip_kernel(const rmx_conv_shape *s, const float *w, float *wfl
 
 /* dx for strides the forward path cannot express: dcol = w^T dy per block, scattered back. */
 static void conv_dx_col2im(const rmx_conv_shape *s, int nt, const float *w, const float *dy, float *dx,
-                           float *colbuf, size_t col_each) {
+                           float *colbuf, size_t col_each, float *wt) {
     conv_plan p = conv_plan_make(s, conv_col2im_min_rows(s));
     int kdim = s->cin * s->k * s->k;
     size_t in_plane = (size_t)s->h * s->w, out_plane = (size_t)s->hout * s->wout;
     long items = (long)s->n * p.nblk;
     memset(dx, 0, sizeof(float) * (size_t)s->n * s->cin * in_plane);
+#if CONV_HAVE_AVX512
+    if (kdim % PK_MR == 0 && conv_avx512_ok()) {
+        /* dcol = w^T dy with the forward kernel: wt[m, co] = w[co, m], dy packed in panels */
+        int cout = s->cout;
+        for (int m = 0; m < kdim; m++)
+            for (int co = 0; co < cout; co++) wt[(size_t)m * cout + co] = w[(size_t)co * kdim + m];
+        for (int phase = 0; phase < 2; phase++) {
+#pragma omp parallel num_threads(nt)
+            {
+                int t = omp_get_thread_num(), nth = omp_get_num_threads();
+                float *col = colbuf + (size_t)t * col_each;
+                float *dyp = col + p.col;
+                long mine = 0;
+                for (long i = 0; i < items; i++) {
+                    int b = (int)(i / p.nblk), blk = (int)(i % p.nblk), r0, r1;
+                    if (blk % 2 != phase || mine++ % nth != t) continue;
+                    conv_block(s, &p, blk, &r0, &r1);
+                    int P = (r1 - r0) * s->wout, np = (P + PK_NR - 1) / PK_NR;
+                    const float *A = dy + (size_t)b * cout * out_plane + (size_t)r0 * s->wout;
+                    for (int j = 0; j < np; j++) {
+                        int nc = P - j * PK_NR < PK_NR ? P - j * PK_NR : PK_NR;
+                        for (int co = 0; co < cout; co++) {
+                            float *d = dyp + ((size_t)j * cout + co) * PK_NR;
+                            memcpy(d, A + (size_t)co * out_plane + (size_t)j * PK_NR, sizeof(float) * nc);
+                            if (nc < PK_NR) memset(d + nc, 0, sizeof(float) * (PK_NR - nc));
+                        }
+                    }
+                    for (int j = 0; j < np; j++) {
+                        int nc = P - j * PK_NR < PK_NR ? P - j * PK_NR : PK_NR;
+                        for (int m = 0; m < kdim; m += PK_MR)
+                            pk_kernel_8x48(cout, wt + (size_t)m * cout, cout, dyp + (size_t)j * cout * PK_NR,
+                                           NULL, col + (size_t)m * P + (size_t)j * PK_NR, (size_t)P, nc);
+                    }
+                    col2im_add(s, col, r0, r1, dx + (size_t)b * s->cin * in_plane);
+                }
+            }
+        }
+        return;
+    }
+#else
+    (void)wt;
+#endif
     for (int phase = 0; phase < 2; phase++) {
 #pragma omp parallel num_threads(nt)
         {
@@ -625,7 +669,7 @@ static void cpu_conv2d_bwd(rmx_backend *be, const rmx_conv_shape *s, const float
         conv_flip_kernel(s, w, ws);
         conv_fwd_run(&t, nt, dy, ws, NULL, dx, colbuf, l.col_each);
     } else {
-        conv_dx_col2im(s, nt, w, dy, dx, colbuf, l.col_each);
+        conv_dx_col2im(s, nt, w, dy, dx, colbuf, l.col_each, ws);
     }
 }
 
