@@ -63,6 +63,22 @@ static inline RMX_HD float rmx_silu_grad(float x) {
     return s * (1.0f + x * (1.0f - s));
 }
 
+/* ---- GroupNorm ---- */
+
+/* A channel's GroupNorm as one multiply-add per element, y = x * scale + shift, with
+ * scale = rstd * gamma and shift = beta - mean * scale, both from double statistics: the fast
+ * backends use the same two rounded constants, so they agree bit for bit. */
+typedef struct {
+    float scale, shift;
+} rmx_gn_affine;
+
+static inline RMX_HD rmx_gn_affine rmx_groupnorm_affine(double mean, double rstd, const float *gamma,
+                                                        const float *beta, int channel) {
+    double a = rstd * (gamma ? gamma[channel] : 1.0);
+    rmx_gn_affine t = {(float)a, (float)((beta ? beta[channel] : 0.0) - mean * a)};
+    return t;
+}
+
 /* ---- diagonal Gaussian bottleneck ---- */
 
 /* Latent diffusion clamps the log-variance so exp() stays finite early in training. The clamp is

@@ -65,9 +65,8 @@ static void cpu_groupnorm_fwd(rmx_backend *be, int n, int c, int hw, int groups,
         if (rstd) rstd[i] = (float)rs;
         for (int j = 0; j < cg; j++) {
             int ch = g * cg + j;
-            /* y = x a + o with a = rstd gamma, o = beta - mean a: one multiply-add per element */
-            double a = rs * (gamma ? gamma[ch] : 1.0);
-            float af = (float)a, of = (float)((beta ? beta[ch] : 0.0) - mu * a);
+            rmx_gn_affine t = rmx_groupnorm_affine(mu, rs, gamma, beta, ch);
+            float af = t.scale, of = t.shift;
             const float *xs = x + off + (size_t)j * hw;
             float *ys = y + off + (size_t)j * hw;
             for (int p = 0; p < hw; p++) ys[p] = xs[p] * af + of;

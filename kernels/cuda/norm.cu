@@ -32,8 +32,8 @@ __global__ void groupnorm_fwd_kernel(int c, int hw, int groups, float eps, const
     }
     for (int j = 0; j < cg; j++) {
         int ch = g * cg + j;
-        double a = rs * (gamma ? gamma[ch] : 1.0);
-        float af = (float)a, of = (float)((beta ? beta[ch] : 0.0) - mu * a);
+        rmx_gn_affine t = rmx_groupnorm_affine(mu, rs, gamma, beta, ch);
+        float af = t.scale, of = t.shift;
         const float *xc = xs + (size_t)j * hw;
         float *yc = y + off + (size_t)j * hw;
         for (int p = threadIdx.x; p < hw; p += blockDim.x) yc[p] = xc[p] * af + of;
