@@ -79,6 +79,19 @@ static inline RMX_HD rmx_gn_affine rmx_groupnorm_affine(double mean, double rstd
     return t;
 }
 
+/* dgamma[ch] += sum over samples of sdyx, dbeta[ch] += sum of sdy, in sample order: sdy and sdyx
+ * [n, c] hold one sample's per-channel sums of dy and dy * xhat, in double. NULL skips. */
+static inline RMX_HD void rmx_groupnorm_param_grad(int n, int c, int ch, const double *sdy,
+                                                   const double *sdyx, float *dgamma, float *dbeta) {
+    double s1 = 0.0, s2 = 0.0;
+    for (int b = 0; b < n; b++) {
+        s1 += sdy[(long)b * c + ch];
+        s2 += sdyx[(long)b * c + ch];
+    }
+    if (dgamma) dgamma[ch] += (float)s2;
+    if (dbeta) dbeta[ch] += (float)s1;
+}
+
 /* ---- diagonal Gaussian bottleneck ---- */
 
 /* Latent diffusion clamps the log-variance so exp() stays finite early in training. The clamp is

@@ -125,6 +125,29 @@ static void conv_tap_range(const rmx_conv_shape *s, int kx, int *lo, int *hi) {
 }
 
 /* col[(ci k + ky) k + kx][(oy - r0) wout + ox] = x[ci, oy s - pad + ky, ox s - pad + kx] (0 outside). */
+/* Rows r0..r1 of the unfolded input for one tap (input channel ci, kernel offset ky, kx): for each
+ * output row, the input samples that tap multiplies, zero where it reads padding. */
+static inline void im2col_tap_rows(const rmx_conv_shape *s, const float *xb, int ci, int ky, int kx,
+                                   int r0, int r1, float *rows) {
+    int wo = s->wout, lo, hi;
+    conv_tap_range(s, kx, &lo, &hi);
+    for (int oy = r0; oy < r1; oy++) {
+        float *dst = rows + (size_t)(oy - r0) * wo;
+        int iy = oy * s->stride - s->pad + ky;
+        if (iy < 0 || iy >= s->h || lo >= hi) {
+            memset(dst, 0, sizeof(float) * wo);
+            continue;
+        }
+        const float *src = xb + ((size_t)ci * s->h + iy) * s->w - s->pad + kx;
+        if (lo > 0) memset(dst, 0, sizeof(float) * lo);
+        if (s->stride == 1)
+            memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
+        else
+            for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * s->stride];
+        if (hi < wo) memset(dst + hi, 0, sizeof(float) * (wo - hi));
+    }
+}
+
 RMX_CLONES static void im2col(const rmx_conv_shape *s, const float *xb, int r0, int r1, float *col) {
     int k = s->k, wo = s->wout;
     size_t P = (size_t)(r1 - r0) * wo;
@@ -132,23 +155,7 @@ RMX_CLONES static void im2col(const rmx_conv_shape *s, const float *xb, int r0, 
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 float *row = col + ((size_t)(ci * k + ky) * k + kx) * P;
-                int lo, hi;
-                conv_tap_range(s, kx, &lo, &hi);
-                for (int oy = r0; oy < r1; oy++) {
-                    float *dst = row + (size_t)(oy - r0) * wo;
-                    int iy = oy * s->stride - s->pad + ky;
-                    if (iy < 0 || iy >= s->h || lo >= hi) {
-                        memset(dst, 0, sizeof(float) * wo);
-                        continue;
-                    }
-                    const float *src = xb + ((size_t)ci * s->h + iy) * s->w - s->pad + kx;
-                    if (lo > 0) memset(dst, 0, sizeof(float) * lo);
-                    if (s->stride == 1)
-                        memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
-                    else
-                        for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * s->stride];
-                    if (hi < wo) memset(dst + hi, 0, sizeof(float) * (wo - hi));
-                }
+                im2col_tap_rows(s, xb, ci, ky, kx, r0, r1, row);
             }
 }
 
@@ -211,23 +218,7 @@ __attribute__((target("avx512f"))) static void im2col_packed(const rmx_conv_shap
         for (int ky = 0; ky < k; ky++)
             for (int kx = 0; kx < k; kx++) {
                 size_t kk = ((size_t)ci * k + ky) * k + kx;
-                int lo, hi;
-                conv_tap_range(s, kx, &lo, &hi);
-                for (int oy = r0; oy < r1; oy++) {
-                    float *dst = line + (size_t)(oy - r0) * wo;
-                    int iy = oy * s->stride - s->pad + ky;
-                    if (iy < 0 || iy >= s->h || lo >= hi) {
-                        memset(dst, 0, sizeof(float) * wo);
-                        continue;
-                    }
-                    const float *src = xb + ((size_t)ci * s->h + iy) * s->w - s->pad + kx;
-                    if (lo > 0) memset(dst, 0, sizeof(float) * lo);
-                    if (s->stride == 1)
-                        memcpy(dst + lo, src + lo, sizeof(float) * (hi - lo));
-                    else
-                        for (int ox = lo; ox < hi; ox++) dst[ox] = src[ox * s->stride];
-                    if (hi < wo) memset(dst + hi, 0, sizeof(float) * (wo - hi));
-                }
+                im2col_tap_rows(s, xb, ci, ky, kx, r0, r1, line);
                 float *d = colp + kk * PK_NR;
                 for (int j = 0; j < np; j++, d += K * PK_NR) {
                     const float *l = line + (size_t)j * PK_NR;

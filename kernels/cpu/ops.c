@@ -110,15 +110,7 @@ static void cpu_groupnorm_bwd(rmx_backend *be, int n, int c, int hw, int groups,
             for (int p = 0; p < hw; p++) dx[off + p] = dy[off + p] * cd + x[off + p] * cx + c0;
         }
     }
-    for (int ch = 0; ch < c; ch++) {
-        double s1 = 0.0, s2 = 0.0;
-        for (int b = 0; b < n; b++) {
-            s1 += sdy[(size_t)b * c + ch];
-            s2 += sdyx[(size_t)b * c + ch];
-        }
-        if (dgamma) dgamma[ch] += (float)s2;
-        if (dbeta) dbeta[ch] += (float)s1;
-    }
+    for (int ch = 0; ch < c; ch++) rmx_groupnorm_param_grad(n, c, ch, sdy, sdyx, dgamma, dbeta);
     free(sdy);
 }
 

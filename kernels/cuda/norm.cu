@@ -81,15 +81,8 @@ __global__ void groupnorm_bwd_kernel(int c, int hw, int groups, const float *x, 
 /* dgamma[ch] += sum over samples of sdyx, dbeta[ch] += sum of sdy, in sample order. */
 __global__ void groupnorm_param_grad_kernel(int n, int c, const double *sdy, const double *sdyx,
                                             float *dgamma, float *dbeta) {
-    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x) {
-        double s1 = 0.0, s2 = 0.0;
-        for (int b = 0; b < n; b++) {
-            s1 += sdy[(size_t)b * c + ch];
-            s2 += sdyx[(size_t)b * c + ch];
-        }
-        if (dgamma) dgamma[ch] += (float)s2;
-        if (dbeta) dbeta[ch] += (float)s1;
-    }
+    for (int ch = blockIdx.x * blockDim.x + threadIdx.x; ch < c; ch += gridDim.x * blockDim.x)
+        rmx_groupnorm_param_grad(n, c, ch, sdy, sdyx, dgamma, dbeta);
 }
 
 static void cuda_groupnorm_fwd(rmx_backend *be, int n, int c, int hw, int groups, float eps,
