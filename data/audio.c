@@ -104,14 +104,18 @@ static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *inf
     return RMX_AUDIO_OK;
 }
 
+static void info_from_sndfile(const SF_INFO *si, rmx_audio_info *info) {
+    info->sample_rate = si->samplerate;
+    info->channels = si->channels;
+    info->frames = si->frames;
+}
+
 rmx_audio_status rmx_audio_probe(const char *path, rmx_audio_info *info, char *err, size_t errlen) {
     SNDFILE *sf = NULL;
     SF_INFO si;
     rmx_audio_status s = open_audio(path, &sf, &si, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
-    info->sample_rate = si.samplerate;
-    info->channels = si.channels;
-    info->frames = si.frames;
+    info_from_sndfile(&si, info);
     sf_close(sf);
     return RMX_AUDIO_OK;
 }
@@ -168,9 +172,7 @@ rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **
     SF_INFO si;
     rmx_audio_status s = open_audio(path, &sf, &si, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
-    info->sample_rate = si.samplerate;
-    info->channels = si.channels;
-    info->frames = si.frames;
+    info_from_sndfile(&si, info);
     float *mono = NULL;
     int64_t frames = 0;
     s = decode_mono(sf, &si, &mono, &frames, err, errlen);
