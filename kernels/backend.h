@@ -133,7 +133,97 @@ struct rmx_backend {
                   float *m, float *v, const rmx_adamw_hparams *hp);
     /* *out = sum of x[i]^2 (written, not accumulated), in a fixed order. */
     void (*sumsq)(rmx_backend *be, size_t n, const float *x, float *out);
+
+    /* ---- transformer (the stage-2 DiT); token tensors are [rows, features], row-major ---- */
+    /* y[r, o] = sum_i x[r, i] w[o, i] + b[o]: x [rows, in], w [out, in] (a PyTorch Linear's
+     * weight), b [out] (NULL: no bias), y [rows, out] written. */
+    void (*linear_fwd)(rmx_backend *be, int rows, int in, int out, const float *x, const float *w,
+                       const float *b, float *y);
+    /* dx [rows, in] written (NULL: skip); dw [out, in] and db [out] accumulated (NULL: skip). */
+    void (*linear_bwd)(rmx_backend *be, int rows, int in, int out, const float *x, const float *w,
+                       const float *dy, float *dx, float *dw, float *db);
+    /* LayerNorm over the last dimension, no affine: y = (x - mean) * rstd, rstd = 1/sqrt(var + eps)
+     * with the biased variance; rstd [rows] is saved for the backward. */
+    void (*layernorm_fwd)(rmx_backend *be, int rows, int d, float eps, const float *x, float *y,
+                          float *rstd);
+    /* From the forward's output y and rstd: dx = rstd (dy - mean(dy) - y mean(dy y)), written. */
+    void (*layernorm_bwd)(rmx_backend *be, int rows, int d, const float *y, const float *rstd,
+                          const float *dy, float *dx);
+    /* GELU with the tanh approximation (PyTorch approximate="tanh"); dx written. */
+    void (*gelu_fwd)(rmx_backend *be, size_t n, const float *x, float *y);
+    void (*gelu_bwd)(rmx_backend *be, size_t n, const float *x, const float *dy, float *dx);
+    /* adaLN modulation, x and y [batch, tokens, d]: y[b, t, j] = x[b, t, j] (1 + scale[b ld + j])
+     * + shift[b ld + j]. shift and scale are column blocks of the adaLN output [batch, ld]
+     * (ld = 6d in a block, 2d in the final layer), so they are passed as pointers plus ld. */
+    void (*modulate_fwd)(rmx_backend *be, int batch, int tokens, int d, const float *x,
+                         const float *shift, const float *scale, int ld, float *y);
+    /* dx written (NULL: skip); dshift[b ld + j] = sum_t dy and dscale[b ld + j] = sum_t dy x,
+     * WRITTEN (NULL: skip), summed over tokens in token order. */
+    void (*modulate_bwd)(rmx_backend *be, int batch, int tokens, int d, const float *x,
+                         const float *scale, int ld, const float *dy, float *dx, float *dshift,
+                         float *dscale);
+    /* The gated residual of adaLN-Zero, in place on the stream y [batch, tokens, d]:
+     * y[b, t, j] += gate[b ld + j] h[b, t, j]. */
+    void (*gated_add_fwd)(rmx_backend *be, int batch, int tokens, int d, const float *h,
+                          const float *gate, int ld, float *y);
+    /* dh = gate dy, written (NULL: skip); dgate[b ld + j] = sum_t dy h, WRITTEN (NULL: skip). The
+     * stream's own gradient passes through unchanged (the caller keeps dy). */
+    void (*gated_add_bwd)(rmx_backend *be, int batch, int tokens, int d, const float *h,
+                          const float *gate, int ld, const float *dy, float *dh, float *dgate);
+    /* Multi-head self-attention core. qkv [batch, tokens, 3d] as the qkv Linear writes it: per
+     * token q | k | v, each `heads` blocks of head_dim = d / heads (PyTorch's reshape(B, N, 3, H,
+     * hd)); out [batch, tokens, d] written, heads concatenated per token (PyTorch's
+     * (attn @ v).transpose(1, 2).reshape(B, N, d)); lse [batch, heads, tokens] written: each query
+     * row's log-sum-exp of its scaled scores (scale head_dim^-0.5), kept for the backward. Softmax
+     * in the stable form; the full [tokens, tokens] score matrix of all heads is never held at
+     * once: memory is the workspace, whose size attention_workspace gives (floats). */
+    size_t (*attention_workspace)(rmx_backend *be, int batch, int tokens, int d, int heads);
+    void (*attention_fwd)(rmx_backend *be, int batch, int tokens, int d, int heads, const float *qkv,
+                          float *out, float *lse, float *ws);
+    /* dqkv [batch, tokens, 3d] WRITTEN from the forward's qkv, out, lse and dout. */
+    void (*attention_bwd)(rmx_backend *be, int batch, int tokens, int d, int heads, const float *qkv,
+                          const float *out, const float *lse, const float *dout, float *dqkv,
+                          float *ws);
+    /* Embedding lookup: y[i, :] = table[idx[i], :], idx int32 [n] backend memory, y [n, d]. */
+    void (*embedding_fwd)(rmx_backend *be, int n, int d, const int32_t *idx, const float *table,
+                          float *y);
+    /* dtable[r, :] += sum of dy[i, :] over i with idx[i] == r, in increasing i (deterministic);
+     * rows = the table's row count. */
+    void (*embedding_bwd)(rmx_backend *be, int n, int d, int rows, const int32_t *idx,
+                          const float *dy, float *dtable);
+    /* DiT's sinusoidal timestep embedding: t float [n] (backend memory), y [n, dim] written,
+     * dim even: half = dim / 2, f_j = exp(-ln(10000) j / half), y[i, j] = cos(t_i f_j) and
+     * y[i, half + j] = sin(t_i f_j) for j < half ([cos, sin] order, as DiT). */
+    void (*timestep_embed)(rmx_backend *be, int n, int dim, const float *t, float *y);
+    /* Image [batch, c, h, w] <-> patch tokens [batch, (h/p) (w/p), c p p], tokens row-major over
+     * the (h/p) x (w/p) grid. Within a token the features are ordered by `order`:
+     *   RMX_PATCH_CPQ (c, p, q): a Conv2d(kernel = stride = p) weight's flattening, the patch
+     *                            embedding's input;
+     *   RMX_PATCH_PQC (p, q, c): DiT's final-layer output (unpatchify 'nhwpqc -> nchpwq').
+     * The two functions are inverse permutations, so each is the other's backward. Written. */
+    void (*patchify)(rmx_backend *be, int batch, int c, int h, int w, int p, int order,
+                     const float *x, float *tokens);
+    void (*unpatchify)(rmx_backend *be, int batch, int c, int h, int w, int p, int order,
+                       const float *tokens, float *x);
+    /* y[b * n + i] += a[i] for b < batch: a row block (positions) added to every sample. */
+    void (*add_broadcast)(rmx_backend *be, int batch, size_t n, const float *a, float *y);
+
+    /* ---- diffusion arithmetic ---- */
+    /* Per-sample linear combination, y[s, j] = a[s] x[s, j] + b[s] e[s, j] for n samples of
+     * per_sample floats; a and b are HOST arrays [n]. y may be x or e (noising z_t, x0 from eps). */
+    void (*axpby_samples)(rmx_backend *be, int n, size_t per_sample, const float *a, const float *x,
+                          const float *b, const float *e, float *y);
+    /* EMA of the weights: ema[i] = decay ema[i] + (1 - decay) param[i] (elementwise.h rmx_ema). */
+    void (*ema_update)(rmx_backend *be, size_t n, float decay, const float *param, float *ema);
 };
+
+/* Token orders of patchify / unpatchify. */
+enum { RMX_PATCH_CPQ = 0, RMX_PATCH_PQC = 1 };
+
+/* 0 when every op of `be` is filled in; else -1 and a message naming the first missing op
+ * ("backend cuda lacks attention_bwd"). Every constructor calls it, so a missing op is an error at
+ * creation, never a NULL call. */
+int rmx_backend_check(const rmx_backend *be, char *err, size_t errlen);
 
 /* Constructors. threads <= 0 leaves the OpenMP default. */
 rmx_backend *rmx_backend_ref_create(void);

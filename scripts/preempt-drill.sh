@@ -16,7 +16,7 @@
 # 5. Starts relaunch.sh again, as the MPI Operator starts a new launcher pod; the run resumes
 #    and finishes.
 # 6. Prints the train steps of metrics.jsonl and the losses around each stop, and fails unless
-#    every step 0 .. steps-1 is there exactly once.
+#    every step 1 .. steps is there exactly once (lines count completed steps).
 #
 # Options:
 #   --build DIR       the CMake build folder holding train/remixer-train (default: build)
@@ -133,11 +133,11 @@ python_check='
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if "\"split\": \"train\"" in l]
 got = [r["step"] for r in rows]
-want = list(range(int(sys.argv[2])))
+want = list(range(1, int(sys.argv[2]) + 1))  # labels count completed steps
 print("    train steps in metrics.jsonl: " + " ".join(map(str, got)))
 for stop in sys.argv[3:]:
     s = int(stop)
-    near = ", ".join("step %d loss %.4f" % (r["step"], r["loss"]) for r in rows[s - 2:s + 2])
+    near = ", ".join("step %d loss %.4f" % (r["step"], r["loss"]) for r in rows[s - 2:s + 2])  # steps s-1 .. s+2
     print(f"    around the stop at step {s}: {near}")
 if got != want:
     dup = sorted({s for s in got if got.count(s) > 1}); gap = sorted(set(want) - set(got))

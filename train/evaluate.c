@@ -30,8 +30,7 @@ typedef struct {
     float *host_x, *host_xhat;   /* [m * sample] */
     int32_t *genre;
     int64_t *idx;                /* [m] dataset indices of a chunk */
-    float *png_panels;           /* rank 0: [PNG_SAMPLES * 2 * sample] */
-    int png_filled;
+    float *png_panels;           /* [PNG_SAMPLES * 2 * sample], summed over the ranks */
     double sums[2];              /* spectral convergence: diff_sq, ref_sq */
 } eval_state;
 
@@ -39,13 +38,20 @@ typedef struct {
  * figures and the PNG cover every genre even though shards are written genre by genre. */
 static int64_t eval_index(const eval_state *es, int64_t j) { return j * es->n_val / es->n_eval; }
 
-/* The PNG shows PNG_SAMPLES evaluation samples spread evenly over the evaluation set. */
+/* The PNG shows min(PNG_SAMPLES, n_eval) panels: panel k is evaluation sample k * n_eval / panels,
+ * spread evenly over the evaluation set. Whichever rank evaluates a panel's sample keeps it; the
+ * panels are then summed over the ranks (each is filled on exactly one rank, zero elsewhere, so
+ * the sum is exact), and the picture is the same for any number of ranks. */
+static int png_panel_count(const eval_state *es) {
+    return (int)(es->n_eval < PNG_SAMPLES ? es->n_eval : PNG_SAMPLES);
+}
+
 static void keep_for_png(eval_state *es, int64_t j, const float *x, const float *xhat, size_t sample) {
-    int64_t slot = j * PNG_SAMPLES / es->n_eval;
-    if (!es->png_panels || (slot * es->n_eval + PNG_SAMPLES - 1) / PNG_SAMPLES != j) return;
-    memcpy(es->png_panels + (size_t)(2 * slot) * sample, x, sizeof(float) * sample);
-    memcpy(es->png_panels + (size_t)(2 * slot + 1) * sample, xhat, sizeof(float) * sample);
-    es->png_filled = (int)slot + 1;
+    int panels = png_panel_count(es);
+    int64_t k = (j * panels + panels - 1) / es->n_eval; /* the smallest k with k * n_eval / panels >= j */
+    if (k >= panels || k * es->n_eval / panels != j) return;
+    memcpy(es->png_panels + (size_t)(2 * k) * sample, x, sizeof(float) * sample);
+    memcpy(es->png_panels + (size_t)(2 * k + 1) * sample, xhat, sizeof(float) * sample);
 }
 
 static int eval_slice(rmx_trainer *t, eval_state *es, char *err, size_t errlen) {
@@ -88,9 +94,10 @@ static void report(rmx_trainer *t, eval_state *es, int64_t label_step, const flo
     const rmx_mel_params *mp = rmx_dataset_params(t->val);
     const size_t sample = rmx_dataset_sample_floats(t->val);
     const float *panels[2 * PNG_SAMPLES];
-    for (int i = 0; i < 2 * es->png_filled; i++) panels[i] = es->png_panels + (size_t)i * sample;
-    if (es->png_filled > 0 &&
-        rmx_png_spectrograms(png, panels, es->png_filled, 2, mp->n_mels, mp->segment_frames, 0, 0, err,
+    int rows = png_panel_count(es);
+    for (int i = 0; i < 2 * rows; i++) panels[i] = es->png_panels + (size_t)i * sample;
+    if (rows > 0 &&
+        rmx_png_spectrograms(png, panels, rows, 2, mp->n_mels, mp->segment_frames, 0, 0, err,
                              sizeof err) != 0)
         rmx_warn("%s", err);
     snprintf(png, sizeof png, "%s/loss.png", t->cfg.run.dir);
@@ -110,7 +117,7 @@ int rmx_evaluate(rmx_trainer *t, int64_t label_step) {
     es.host_xhat = malloc(sizeof(float) * sample * (size_t)m);
     es.genre = malloc(sizeof(int32_t) * (size_t)m);
     es.idx = malloc(sizeof(int64_t) * (size_t)m);
-    if (r == 0) es.png_panels = malloc(sizeof(float) * sample * 2 * PNG_SAMPLES);
+    es.png_panels = calloc(sample * 2 * PNG_SAMPLES, sizeof(float));
     t->be->fill(t->be, t->loss_terms, 0.0f, RMX_AE_N_LOSS);
     char err[1024];
     int bad = eval_slice(t, &es, err, sizeof err) != 0;
@@ -121,6 +128,7 @@ int rmx_evaluate(rmx_trainer *t, int64_t label_step) {
         rmx_trainer_sum_floats(t, t->loss_terms, RMX_AE_N_LOSS);
         t->be->to_host(t->be, terms, t->loss_terms, sizeof terms);
         rmx_comm_sum_doubles(&t->comm, es.sums, 2);
+        rmx_comm_sum_floats(&t->comm, es.png_panels, sample * 2 * (size_t)png_panel_count(&es));
         if (r == 0) report(t, &es, label_step, terms);
     }
     free(es.host_x);

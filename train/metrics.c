@@ -22,7 +22,18 @@ static int64_t line_step(const char *line) {
     return p ? strtoll(p + 7, NULL, 10) : -1;
 }
 
-/* Rewrites the file without lines of steps >= resume_step (durably, through a temporary). */
+/* Whether a line of the interrupted run belongs to the resumed run's log. Every line is labelled
+ * with completed steps: the training line of step s (1-based) and the evaluation after it both say
+ * s. A run resumed at `resume_step` keeps the training lines up to it and the evaluations before
+ * it; it repeats the evaluation at resume_step itself (the trainer's evaluate_at_start). */
+static int keep_line(const char *line, int64_t resume_step) {
+    int64_t step = line_step(line);
+    if (step < resume_step) return 1;
+    return step == resume_step && strstr(line, "\"split\": \"train\"") != NULL;
+}
+
+/* Rewrites the file without the lines a resume at resume_step replaces (durably, through a
+ * temporary). */
 static int drop_lines_from(const char *path, int64_t resume_step, char *err, size_t errlen) {
     FILE *in = fopen(path, "r");
     if (!in) return 0; /* nothing written yet */
@@ -36,7 +47,7 @@ static int drop_lines_from(const char *path, int64_t resume_step, char *err, siz
     char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, in) > 0)
-        if (line_step(line) < resume_step) fputs(line, out);
+        if (keep_line(line, resume_step)) fputs(line, out);
     free(line);
     fclose(in);
     if (fclose(out) != 0) return rmx_seterr(err, errlen, "%s: write failed", tmp);

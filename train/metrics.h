@@ -20,8 +20,10 @@ typedef struct {
     char path[4096];
 } rmx_metrics;
 
-/* Opens run_dir/metrics.jsonl for appending. When resuming at `resume_step` (> 0), lines of
- * steps >= resume_step left by the interrupted run are dropped first, so the file reads as one
+/* Opens run_dir/metrics.jsonl for appending. Every line's "step" counts completed optimiser steps
+ * (the training line of the first step says 1; the untrained baseline evaluation says 0). When
+ * resuming at `resume_step` (> 0), the lines the resumed run writes again (training lines after
+ * resume_step, evaluations from resume_step on) are dropped first, so the file reads as one
  * continuous run. */
 int rmx_metrics_open(rmx_metrics *m, const char *run_dir, int64_t resume_step, char *err, size_t errlen);
 /* {"step": s, "split": split, "<name>": value, ..., <extra JSON members or NULL>} */

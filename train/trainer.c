@@ -187,11 +187,11 @@ static int train_step(rmx_trainer *t, step_result *r, double *waited) {
             if (t->comm.rank == 0)
                 rmx_error("step %" PRId64 ": %d steps in a row had a non-finite loss or gradient "
                           "(train.max_nonfinite is %d); stopping. Lower train.lr or check the data.",
-                          t->step, t->nonfinite_in_row, t->cfg.train.max_nonfinite);
+                          t->step + 1, t->nonfinite_in_row, t->cfg.train.max_nonfinite);
             return RMX_EXIT_FAILURE;
         }
         if (t->comm.rank == 0)
-            rmx_warn("step %" PRId64 ": non-finite loss or gradient, step skipped (%d in a row)", t->step,
+            rmx_warn("step %" PRId64 ": non-finite loss or gradient, step skipped (%d in a row)", t->step + 1,
                      t->nonfinite_in_row);
         return 0;
     }
@@ -219,7 +219,8 @@ static void record_step(rmx_trainer *t, const step_result *r, float lr) {
     }
     rmx_terms_add(&terms, "grad_norm", r->grad_norm);
     rmx_terms_add(&terms, "lr", lr);
-    rmx_metrics_write(&t->metrics, t->step, "train", &terms, r->applied ? NULL : "\"skipped\": true");
+    /* labelled with completed steps, like evaluations, PNGs and checkpoints (train/metrics.h) */
+    rmx_metrics_write(&t->metrics, t->step + 1, "train", &terms, r->applied ? NULL : "\"skipped\": true");
 }
 
 static void print_line(rmx_trainer *t, const step_result *r, float lr, log_state *ls, double now) {

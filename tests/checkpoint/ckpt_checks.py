@@ -344,14 +344,14 @@ class Checks:
             fail("the 2-rank resume logged other steps than the 4-rank run")
         worst = 0.0
         for a, b in zip(want, got):
-            if a["split"] != "train" or a["step"] < step:
+            if a["split"] != "train" or a["step"] <= step:
                 continue
             for key in ("loss", "rec", "kl"):
                 rel = abs(a[key] - b[key]) / max(abs(a[key]), 1e-12)
                 worst = max(worst, rel)
                 if rel > 2e-5:
                     fail(f"step {a['step']} {key}: 4 ranks {a[key]!r}, resumed on 2 ranks {b[key]!r} (rel {rel:.2e})")
-        print(f"steps {step}..{STEPS - 1} on 2 ranks match the 4-rank run (largest relative difference {worst:.2e})")
+        print(f"steps {step + 1}..{STEPS} on 2 ranks match the 4-rank run (largest relative difference {worst:.2e})")
 
     def expect_refusal(self, run_dir, extra, want):
         out = self.run(self.command(2, run_dir, extra), expect_rc=4)

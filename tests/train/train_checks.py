@@ -69,20 +69,32 @@ def check_learns(args):
     if len(pngs) != len(val):
         fail(f"expected one PNG per evaluation ({len(val)}), found {sorted(pngs)}")
     train = metrics(run_dir, "train")
-    if [r["step"] for r in train] != list(range(len(train))) or not all("kl" in r for r in train):
-        fail("metrics.jsonl train lines must carry every step once, with the loss terms by name")
+    if [r["step"] for r in train] != list(range(1, len(train) + 1)) or not all("kl" in r for r in train):
+        fail("metrics.jsonl train lines must carry every step once, labelled with completed steps "
+             "(1, 2, ...), with the loss terms by name")
+    if train[-1]["step"] != val[-1]["step"]:
+        fail(f"the last training line ({train[-1]['step']}) and the final evaluation "
+             f"({val[-1]['step']}) must carry the same step label")
 
 
 def check_worldsize(args):
-    losses = {}
+    losses, pngs = {}, {}
     for ranks in (1, 2, 4):
         run_dir = fresh_dir(os.path.join(args.work, f"ws{ranks}"))
         run(mpirun(args, ranks) + [args.train, args.config("demo-vae.yaml"),
-                                   "--set", f"data.train={args.data}/train", "--set", "data.val=",
+                                   "--set", f"data.train={args.data}/train",
+                                   "--set", f"data.val={args.data}/val", "--set", "eval.every=6",
                                    "--set", "train.steps=6", "--set", "train.global_batch=8",
                                    "--set", "train.micro_batch=2", "--set", "train.warmup=2",
                                    "--set", f"run.dir={run_dir}"])
         losses[ranks] = [(r["step"], r["loss"], r["rec"], r["kl"]) for r in metrics(run_dir, "train")]
+        with open(os.path.join(run_dir, "eval-000000.png"), "rb") as f:
+            pngs[ranks] = f.read()
+    # The untrained model's evaluation picture: the same 4 panels whatever the number of ranks.
+    for ranks in (2, 4):
+        if pngs[ranks] != pngs[1]:
+            fail(f"eval-000000.png from {ranks} ranks differs from the 1-rank picture")
+    print("eval-000000.png byte-identical for 1, 2 and 4 ranks")
     base = losses[1]
     for ranks in (2, 4):
         if len(losses[ranks]) != len(base):
