@@ -952,6 +952,7 @@ int rmx_ckpt_resume(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, char
         head[4] = meta->nonfinite_total;
     }
     MPI_Bcast(head, 5, MPI_INT64_T, 0, c->world_comm);
+    if (head[0] == RMX_EXIT_OK && head[1] && c->world > 1) MPI_Bcast(path, (int)pathlen, MPI_CHAR, 0, c->world_comm);
     if (head[0] == RMX_EXIT_OK && head[1]) {
         if (c->rank != 0) rmx_ckpt_host_alloc(&h, rq->layout);
         bcast_host(c, &h, rq->layout);

@@ -159,7 +159,8 @@ typedef struct {
  *   PATH   that file, or fail
  * A checkpoint of another stage or architecture is refused, naming the mismatch. On a resume the
  * tensors are broadcast from rank 0 and uploaded on every rank, *meta describes the checkpoint and
- * `path` names it; on a fresh start meta->step is 0 and path is empty. Returns RMX_EXIT_OK, or
+ * `path` names it (on every rank; pathlen must be the same on all); on a fresh start meta->step is
+ * 0 and path is empty. Returns RMX_EXIT_OK, or
  * RMX_EXIT_CHECKPOINT on every rank after rank 0 printed why. */
 int rmx_ckpt_resume(const rmx_ckpt_resume_request *rq, rmx_ckpt_meta *meta, char *path, size_t pathlen);
 

@@ -40,6 +40,10 @@ void rmx_comm_sum_doubles(const rmx_comm *c, double *buf, size_t n) {
     if (c->world > 1) sum_in_chunks(c, buf, n, MPI_DOUBLE, sizeof(double));
 }
 
+void rmx_comm_max_u32(const rmx_comm *c, uint32_t *buf, int n) {
+    if (c->world > 1) MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_UINT32_T, MPI_MAX, c->world_comm);
+}
+
 int rmx_comm_any(const rmx_comm *c, int flag) {
     int in = flag != 0, out = in;
     if (c->world > 1) MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_LOR, c->world_comm);

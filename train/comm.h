@@ -4,6 +4,7 @@
 #define RMX_COMM_H
 #include <mpi.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct {
     MPI_Comm world_comm;
@@ -19,6 +20,8 @@ void rmx_comm_sum_floats(const rmx_comm *c, float *buf, size_t n);
 void rmx_comm_sum_doubles(const rmx_comm *c, double *buf, size_t n);
 /* 1 on every rank if `flag` is non-zero on any rank: how ranks agree on stopping. */
 int rmx_comm_any(const rmx_comm *c, int flag);
+/* In-place element-wise maximum over ranks of a host uint32 buffer. */
+void rmx_comm_max_u32(const rmx_comm *c, uint32_t *buf, int n);
 /* Largest of `value` over ranks. */
 int rmx_comm_max_int(const rmx_comm *c, int value);
 void rmx_comm_barrier(const rmx_comm *c);

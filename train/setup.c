@@ -1,4 +1,4 @@
-/* remixer-train start-up: config -> data -> schedule -> backend -> model, and the --dry-run plan.
+/* remixer-train start-up: config -> data -> schedule -> backend -> stage, and the --dry-run plan.
  * Every rank runs the same checks on the same inputs, so all agree on failing; only rank 0 speaks. */
 #include <inttypes.h>
 #include <stdio.h>
@@ -44,41 +44,11 @@ static int open_data(rmx_trainer *t, char *err, size_t errlen) {
     return rmx_dataset_check_compatible(t->train, t->val, err, errlen);
 }
 
-static void model_hparams_from_config(rmx_trainer *t) {
-    const rmx_config *c = &t->cfg;
-    const rmx_mel_params *mp = rmx_dataset_params(t->train);
-    rmx_ae_hparams *hp = &t->hp;
-    rmx_ae_hparams_default(hp);
-    hp->channels = c->model.channels;
-    hp->n_levels = c->model.n_levels;
-    for (int i = 0; i < c->model.n_levels; i++) hp->channel_mult[i] = c->model.channel_mult[i];
-    hp->res_blocks = c->model.res_blocks;
-    hp->latent_channels = c->model.latent_channels;
-    hp->bottleneck = strcmp(c->model.bottleneck, "vq") == 0 ? RMX_AE_VQ : RMX_AE_KL;
-    hp->kl_weight = c->model.kl_weight;
-    hp->codebook_size = c->model.codebook_size;
-    hp->commitment = c->model.commitment;
-    hp->ema_decay = c->model.ema_decay;
-    hp->mels = mp->n_mels;
-    hp->frames = mp->segment_frames;
-    hp->micro_batch = c->train.micro_batch;
-}
-
 static int check_stage(const rmx_trainer *t, char *err, size_t errlen) {
-    if (strcmp(t->cfg.stage, "vae") == 0) return 0;
+    if (rmx_stage_find(t->cfg.stage)) return 0;
     return rmx_seterr(err, errlen,
-                      "%s: stage: '%s' is not trained by this version of remixer-train; only 'vae' is",
-                      t->cfg.path, t->cfg.stage);
-}
-
-/* Where checkpoints go and what they hold: the trained registry with its Adam moments, and the vq
- * state beside it under /model, where PyTorch keeps buffers (train/checkpoint.h). */
-static void prepare_checkpoints(rmx_trainer *t) {
-    const rmx_config *c = &t->cfg;
-    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", c->checkpoint.dir[0] ? c->checkpoint.dir : c->run.dir);
-    rmx_ckpt_layout_add(&t->ckpt_layout, "model", rmx_ae_params(t->ae), 1);
-    rmx_ckpt_layout_add(&t->ckpt_layout, "model", rmx_ae_state(t->ae), 0);
-    t->ckpt_step = -1;
+                      "%s: stage: '%s' is not trained by this version of remixer-train; the stages are %s",
+                      t->cfg.path, t->cfg.stage, rmx_stage_names());
 }
 
 static int check_schedule(rmx_trainer *t, char *err, size_t errlen) {
@@ -95,16 +65,12 @@ int rmx_trainer_setup(rmx_trainer *t, const char *config_path, const char *const
     if (check_stage(t, err, sizeof err) != 0 || check_schedule(t, err, sizeof err) != 0)
         return fail(t, RMX_EXIT_USAGE, err);
     if (open_data(t, err, sizeof err) != 0) return fail(t, RMX_EXIT_DATA, err);
-    model_hparams_from_config(t);
-    if (rmx_ae_validate(&t->hp, err, sizeof err) != 0) {
-        char msg[RMX_PATH_MAX + 2100];
-        snprintf(msg, sizeof msg, "%s: %s", t->cfg.path, err);
-        return fail(t, RMX_EXIT_USAGE, msg);
-    }
     if (choose_backend(t, err, sizeof err) != 0) return fail(t, RMX_EXIT_USAGE, err);
-    t->ae = rmx_ae_create(t->be, &t->hp, t->cfg.train.seed, err, sizeof err);
-    if (!t->ae) return fail(t, RMX_EXIT_USAGE, err);
-    prepare_checkpoints(t);
+    int code = rmx_stage_find(t->cfg.stage)->create(t, &t->stage, err, sizeof err);
+    if (code != RMX_EXIT_OK) return fail(t, code, err);
+    const rmx_config *c = &t->cfg;
+    snprintf(t->ckpt_dir, sizeof t->ckpt_dir, "%s", c->checkpoint.dir[0] ? c->checkpoint.dir : c->run.dir);
+    t->ckpt_step = -1;
     return RMX_EXIT_OK;
 }
 
@@ -134,10 +100,6 @@ void rmx_trainer_print_plan(const rmx_trainer *t) {
     const rmx_config *c = &t->cfg;
     const rmx_mel_params *mp = rmx_dataset_params(t->train);
     int64_t n = rmx_dataset_length(t->train);
-    const rmx_params *p = rmx_ae_params(t->ae);
-    const rmx_params *s = rmx_ae_state(t->ae);
-    size_t param_bytes = 4 * sizeof(float) * p->span + sizeof(float) * s->span;
-    size_t arena = rmx_ae_arena_bytes(t->ae);
     double epochs = (double)c->train.steps * (double)c->train.global_batch / (double)n;
     printf("plan for %s (stage %s, device %s)\n", c->path, c->stage, t->be->name);
     printf("  ranks          %d (%d on this node), %d OpenMP threads each requested (0 = default)\n",
@@ -152,10 +114,9 @@ void rmx_trainer_print_plan(const rmx_trainer *t) {
            c->train.global_batch, t->comm.world, t->accum_steps, c->train.micro_batch);
     printf("  steps          %" PRId64 " (%.2f epochs, %.1f steps per epoch)\n", c->train.steps, epochs,
            (double)n / (double)c->train.global_batch);
-    printf("  model          autoencoder (%s), %zu trained parameters in %d tensors\n",
-           c->model.bottleneck, p->numel, p->count);
-    printf("  memory/rank    %.1f MiB parameters+grads+Adam, %.1f MiB activations (micro-batch %d)\n",
-           mib(param_bytes), mib(arena), c->train.micro_batch);
+    t->stage->ops->print_plan(t->stage, t);
+    printf("  memory/rank    %.1f MiB parameters, optimiser state and activations (micro-batch %d)\n",
+           mib(t->stage->memory_bytes), c->train.micro_batch);
     printf("  run folder     %s\n", c->run.dir);
     print_checkpoint_plan(t);
 }

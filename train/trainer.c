@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "train/evaluate.h"
 #ifdef RMX_HAVE_NCCL
 #include "kernels/cuda/cuda_backend.h"
 #include "train/comm_nccl.h"
@@ -56,8 +55,8 @@ static int start_reduction(rmx_trainer *t, char *err, size_t errlen) {
             transport = rmx_reduce_transport_mpi(t->comm.world_comm);
         use = &transport;
     }
-    t->reducer = rmx_reducer_create(rmx_ae_params(t->ae), GRAD_BUCKET_FLOATS, use);
-    rmx_ae_set_grad_ready(t->ae, rmx_reducer_hook, t->reducer);
+    t->reducer = rmx_reducer_create(t->stage->trained, GRAD_BUCKET_FLOATS, use);
+    t->stage->ops->set_grad_ready(t->stage, rmx_reducer_hook, t->reducer);
     return 0;
 }
 
@@ -79,23 +78,8 @@ static int start_loader(rmx_trainer *t, char *err, size_t errlen) {
 }
 
 static void alloc_step_buffers(rmx_trainer *t) {
-    size_t sample = rmx_dataset_sample_floats(t->train);
-    t->x = t->be->alloc(t->be, sizeof(float) * sample * (size_t)t->cfg.train.micro_batch);
-    t->loss_terms = t->be->alloc(t->be, sizeof(float) * RMX_AE_N_LOSS);
+    t->loss_terms = t->be->alloc(t->be, sizeof(float) * (size_t)t->stage->n_terms);
     t->grad_sumsq = t->be->alloc(t->be, sizeof(float));
-}
-
-/* The vq codebook's EMA statistics and restart candidates, agreed over ranks (autoencoder.h). */
-static void update_codebook(rmx_trainer *t, rmx_vq_report *report) {
-    int codes = 0;
-    uint32_t *priority = rmx_ae_vq_restart_priority(t->ae, &codes);
-    if (t->comm.world > 1)
-        MPI_Allreduce(MPI_IN_PLACE, priority, codes, MPI_UINT32_T, MPI_MAX, t->comm.world_comm);
-    rmx_ae_vq_restart_settle(t->ae);
-    size_t n = 0;
-    float *stats = rmx_ae_vq_stats(t->ae, &n);
-    rmx_trainer_sum_floats(t, stats, n);
-    rmx_ae_vq_apply_ema(t->ae, report);
 }
 
 /* What each rank brings to the step boundary's all-reduce (MAX): 0 to go on, the number of a stop
@@ -121,11 +105,10 @@ static int agree_to_go_on(rmx_trainer *t, int data_error) {
  * the exit code the ranks agreed on. */
 static int accumulate_gradients(rmx_trainer *t, double *waited) {
     const float scale = 1.0f / (float)t->cfg.train.global_batch;
-    const size_t sample = rmx_dataset_sample_floats(t->train);
     char err[1024];
     *waited = 0;
-    t->be->fill(t->be, t->loss_terms, 0.0f, RMX_AE_N_LOSS);
-    rmx_ae_step_begin(t->ae);
+    t->be->fill(t->be, t->loss_terms, 0.0f, (size_t)t->stage->n_terms);
+    t->stage->ops->step_begin(t->stage, t);
     for (int k = 0; k < t->accum_steps; k++) {
         double w = 0;
         const rmx_batch *b = rmx_loader_next(t->loader, &w, err, sizeof err);
@@ -136,24 +119,22 @@ static int accumulate_gradients(rmx_trainer *t, double *waited) {
             if (code != 0) return code;
             rmx_reducer_begin(t->reducer);
         }
-        t->be->to_backend(t->be, t->x, b->mel, sizeof(float) * sample * (size_t)b->m);
-        rmx_ae_forward_backward(t->ae, b->m, t->x, NULL, b->position, t->cfg.train.seed, t->step,
-                                scale, t->loss_terms);
+        t->stage->ops->forward_backward(t->stage, t, b, scale, t->loss_terms);
     }
     rmx_reducer_wait_all(t->reducer);
     return 0;
 }
 
 typedef struct {
-    float terms[RMX_AE_N_LOSS];
+    float terms[RMX_STAGE_MAX_TERMS];
     double loss;
     double grad_norm;
-    int applied; /* 0: non-finite, skipped */
-    rmx_vq_report vq;
+    int applied;  /* 0: non-finite, skipped */
+    rmx_terms extra; /* what the stage's before_update reports (vq perplexity) */
 } step_result;
 
 static void apply_update(rmx_trainer *t, step_result *r) {
-    rmx_params *p = rmx_ae_params(t->ae);
+    rmx_params *p = t->stage->trained;
     const rmx_config *c = &t->cfg;
     float clip = c->train.grad_clip;
     if (clip > 0 && r->grad_norm > clip) t->be->scale(t->be, p->span, (float)(clip / r->grad_norm), p->grad);
@@ -170,16 +151,17 @@ static void apply_update(rmx_trainer *t, step_result *r) {
 static int train_step(rmx_trainer *t, step_result *r, double *waited) {
     int code = accumulate_gradients(t, waited);
     if (code != 0) return code;
-    rmx_params *p = rmx_ae_params(t->ae);
-    rmx_trainer_sum_floats(t, t->loss_terms, RMX_AE_N_LOSS);
-    t->be->to_host(t->be, r->terms, t->loss_terms, sizeof r->terms);
+    const rmx_stage *stage = t->stage;
+    rmx_params *p = stage->trained;
+    rmx_trainer_sum_floats(t, t->loss_terms, (size_t)stage->n_terms);
+    t->be->to_host(t->be, r->terms, t->loss_terms, sizeof(float) * (size_t)stage->n_terms);
     float sumsq = 0;
     t->be->sumsq(t->be, p->span, p->grad, t->grad_sumsq);
     t->be->to_host(t->be, &sumsq, t->grad_sumsq, sizeof sumsq);
-    r->loss = rmx_ae_total_loss(&t->hp, r->terms);
+    r->loss = stage->ops->total_loss(stage, r->terms);
     r->grad_norm = sqrt((double)sumsq);
     r->applied = isfinite(r->loss) && isfinite(r->grad_norm);
-    memset(&r->vq, 0, sizeof r->vq);
+    memset(&r->extra, 0, sizeof r->extra);
     if (!r->applied) {
         t->nonfinite_in_row++;
         t->nonfinite_total++;
@@ -196,8 +178,9 @@ static int train_step(rmx_trainer *t, step_result *r, double *waited) {
         return 0;
     }
     t->nonfinite_in_row = 0;
-    if (t->hp.bottleneck == RMX_AE_VQ) update_codebook(t, &r->vq);
+    if (stage->ops->before_update) stage->ops->before_update(t->stage, t, &r->extra);
     apply_update(t, r);
+    if (stage->ops->after_update) stage->ops->after_update(t->stage, t);
     return 0;
 }
 
@@ -211,16 +194,26 @@ typedef struct {
 static void record_step(rmx_trainer *t, const step_result *r, float lr) {
     rmx_terms terms = {0};
     rmx_terms_add(&terms, "loss", r->loss);
-    rmx_terms_add(&terms, "rec", r->terms[RMX_AE_LOSS_REC]);
-    if (t->hp.bottleneck == RMX_AE_KL) rmx_terms_add(&terms, "kl", r->terms[RMX_AE_LOSS_KL]);
-    else {
-        rmx_terms_add(&terms, "commit", r->terms[RMX_AE_LOSS_COMMIT]);
-        rmx_terms_add(&terms, "perplexity", r->vq.perplexity);
-    }
+    for (int i = 0; i < t->stage->n_terms; i++)
+        if (t->stage->term_names[i]) rmx_terms_add(&terms, t->stage->term_names[i], r->terms[i]);
+    for (int i = 0; i < r->extra.n; i++) rmx_terms_add(&terms, r->extra.names[i], r->extra.values[i]);
     rmx_terms_add(&terms, "grad_norm", r->grad_norm);
     rmx_terms_add(&terms, "lr", lr);
     /* labelled with completed steps, like evaluations, PNGs and checkpoints (train/metrics.h) */
     rmx_metrics_write(&t->metrics, t->step + 1, "train", &terms, r->applied ? NULL : "\"skipped\": true");
+}
+
+/* "rec 0.1234 kl 12.35 perplexity 87.2": the stage's terms by name, then its extra values. */
+static void describe_terms(const rmx_stage *stage, const step_result *r, char *out, size_t outlen) {
+    size_t used = 0;
+    out[0] = 0;
+    for (int i = 0; i < stage->n_terms + r->extra.n; i++) {
+        int own = i < stage->n_terms;
+        const char *name = own ? stage->term_names[i] : r->extra.names[i - stage->n_terms];
+        double value = own ? r->terms[i] : r->extra.values[i - stage->n_terms];
+        if (!name || used >= outlen) continue;
+        used += (size_t)snprintf(out + used, outlen - used, "%s%s %.6g", used ? " " : "", name, value);
+    }
 }
 
 static void print_line(rmx_trainer *t, const step_result *r, float lr, log_state *ls, double now) {
@@ -229,13 +222,9 @@ static void print_line(rmx_trainer *t, const step_result *r, float lr, log_state
     double samples_s = dt > 0 ? (double)steps_done * t->cfg.train.global_batch / dt : 0;
     double wait_pct = dt > 0 ? 100.0 * ls->interval_wait_s / dt : 0;
     double per_step = (now - ls->start_s) / (double)(t->step + 1 - t->start_step);
-    char eta[32], terms[128];
+    char eta[32], terms[256];
     rmx_format_duration(per_step * (double)(t->cfg.train.steps - t->step - 1), eta, sizeof eta);
-    if (t->hp.bottleneck == RMX_AE_KL)
-        snprintf(terms, sizeof terms, "rec %.4f kl %.1f", r->terms[RMX_AE_LOSS_REC], r->terms[RMX_AE_LOSS_KL]);
-    else
-        snprintf(terms, sizeof terms, "rec %.4f commit %.4f ppl %.1f", r->terms[RMX_AE_LOSS_REC],
-                 r->terms[RMX_AE_LOSS_COMMIT], r->vq.perplexity);
+    describe_terms(t->stage, r, terms, sizeof terms);
     rmx_progress_finish(&t->bar);
     printf("step %6" PRId64 "/%" PRId64 " | loss %.4f (%s) | lr %.2e | %.1f samples/s | data %2.0f%% | ETA %s\n",
            t->step + 1, t->cfg.train.steps, r->loss, terms, lr, samples_s, wait_pct, eta);
@@ -264,7 +253,7 @@ static void log_step(rmx_trainer *t, const step_result *r, log_state *ls, double
 static int evaluate_at_start(rmx_trainer *t) {
     int64_t every = t->cfg.eval.every;
     if (!t->val || every <= 0 || (t->start_step != 0 && t->start_step % every != 0)) return RMX_EXIT_OK;
-    return rmx_evaluate(t, t->start_step);
+    return t->stage->ops->evaluate(t->stage, t, t->start_step);
 }
 
 static int evaluate_if_due(rmx_trainer *t) {
@@ -272,17 +261,18 @@ static int evaluate_if_due(rmx_trainer *t) {
     int64_t every = t->cfg.eval.every;
     int due = (every > 0 && done % every == 0) || done == t->cfg.train.steps;
     if (!due || !t->val) return 0;
-    return rmx_evaluate(t, done);
+    return t->stage->ops->evaluate(t->stage, t, done);
 }
 
 /* ---- checkpoints and preemption (rank 0 writes; train/checkpoint.h) ---- */
 
 static int resume(rmx_trainer *t) {
-    rmx_ckpt_resume_request rq = {&t->cfg, t->ckpt_dir, &t->ckpt_layout, &t->comm};
+    rmx_ckpt_resume_request rq = {&t->cfg, t->ckpt_dir, &t->stage->layout, &t->comm};
     rmx_ckpt_meta meta;
     char path[RMX_CKPT_PATH_MAX], own[RMX_CKPT_PATH_MAX];
     int code = rmx_ckpt_resume(&rq, &meta, path, sizeof path);
     if (code != RMX_EXIT_OK) return code;
+    snprintf(t->resumed_from, sizeof t->resumed_from, "%s", path);
     t->start_step = meta.step;
     t->nonfinite_in_row = (int)meta.nonfinite_in_row;
     t->nonfinite_total = meta.nonfinite_total;
@@ -297,7 +287,7 @@ static int resume(rmx_trainer *t) {
 
 static int start_checkpoints(rmx_trainer *t, char *err, size_t errlen) {
     if (t->comm.rank != 0) return 0;
-    t->ckpt = rmx_ckpt_writer_create(t->ckpt_dir, t->cfg.checkpoint.keep, &t->ckpt_layout, err, errlen);
+    t->ckpt = rmx_ckpt_writer_create(t->ckpt_dir, t->cfg.checkpoint.keep, &t->stage->layout, err, errlen);
     return t->ckpt ? 0 : -1;
 }
 
@@ -310,7 +300,7 @@ static rmx_ckpt_meta checkpoint_meta(const rmx_trainer *t, int64_t completed) {
         .world_size = t->comm.world,
         .global_batch = c->train.global_batch,
         .micro_batch = c->train.micro_batch,
-        .input_shape = {1, t->hp.mels, t->hp.frames},
+        .input_shape = {t->stage->input_shape[0], t->stage->input_shape[1], t->stage->input_shape[2]},
         .adam_step = completed, /* step s's update used t = s + 1 (apply_update) */
         .nonfinite_in_row = t->nonfinite_in_row,
         .nonfinite_total = t->nonfinite_total,
@@ -412,6 +402,8 @@ int rmx_trainer_run(rmx_trainer *t) {
     code = start_run(t);
     if (code != RMX_EXIT_OK) return code;
     alloc_step_buffers(t);
+    code = t->stage->ops->start(t->stage, t, t->resumed_from[0] ? t->resumed_from : NULL);
+    if (code != RMX_EXIT_OK) return code;
     log_state ls = {.start_s = rmx_now_s(), .interval_start_s = rmx_now_s(),
                     .interval_first_step = t->start_step};
     if (t->comm.rank == 0) {
@@ -446,11 +438,10 @@ void rmx_trainer_free(rmx_trainer *t) {
     if (t->nccl) rmx_nccl_free(t->nccl);
 #endif
     if (t->be) {
-        if (t->x) t->be->free(t->be, t->x);
         if (t->loss_terms) t->be->free(t->be, t->loss_terms);
         if (t->grad_sumsq) t->be->free(t->be, t->grad_sumsq);
     }
-    if (t->ae) rmx_ae_free(t->ae);
+    if (t->stage) t->stage->ops->free(t->stage);
     if (t->be) t->be->destroy(t->be);
     if (t->val) rmx_dataset_close(t->val);
     if (t->train) rmx_dataset_close(t->train);

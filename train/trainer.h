@@ -9,28 +9,26 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "kernels/backend.h"
-#include "model/autoencoder.h"
 #include "train/checkpoint.h"
 #include "train/comm.h"
 #include "train/config.h"
 #include "train/metrics.h"
 #include "train/reducer.h"
+#include "train/stage.h"
 #include "util/progress.h"
 
-typedef struct {
+struct rmx_trainer {
     rmx_config cfg;
     rmx_comm comm;
     rmx_backend *be;
     rmx_dataset *train, *val;
-    rmx_ae_hparams hp;
-    rmx_ae *ae;
+    rmx_stage *stage;     /* the objective (train/stage.h) */
     int accum_steps;      /* A = B / (W m) */
     int64_t start_step;   /* 0, or the step a resumed run continues from */
     int64_t step;         /* next step to run */
 
-    /* backend buffers of one micro-batch */
-    float *x;             /* [m, 1, M, T] */
-    float *loss_terms;    /* [RMX_AE_N_LOSS], summed over the step's micro-batches */
+    /* backend buffers of one step */
+    float *loss_terms;    /* [stage->n_terms], summed over the step's micro-batches */
     float *grad_sumsq;    /* [1] */
 
     rmx_loader *loader;
@@ -43,15 +41,15 @@ typedef struct {
 
     /* checkpoints (train/checkpoint.h) and preemption (train/signals.h) */
     char ckpt_dir[RMX_PATH_MAX];  /* checkpoint.dir, or run.dir when that is empty */
-    rmx_ckpt_layout ckpt_layout;  /* /model: trained parameters (+ Adam) and the vq state */
     rmx_ckpt_writer *ckpt;        /* rank 0 */
     int64_t ckpt_step;            /* the newest checkpoint known to be on disk in ckpt_dir, or -1 */
     char ckpt_path[RMX_CKPT_PATH_MAX];
+    char resumed_from[RMX_CKPT_PATH_MAX]; /* the checkpoint this run resumed from, or empty */
     int stop_signal;              /* the signal the ranks agreed to stop on, or 0 */
-} rmx_trainer;
+};
 
 /* Everything up to (not including) the resume, the data loader and the logs: config -> ranks ->
- * data -> schedule check -> backend -> model -> checkpoint layout. Returns an exit code
+ * data -> schedule check -> backend -> the stage (its models and checkpoint layout). Returns an exit code
  * (RMX_EXIT_OK on success) after printing the message on rank 0. */
 int rmx_trainer_setup(rmx_trainer *t, const char *config_path, const char *const *overrides,
                       int n_overrides);
