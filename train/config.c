@@ -84,6 +84,31 @@ static const key_spec SCHEMA[] = {
     NUM("model.commitment", K_FLOAT, model.commitment, "0.25", AT_LEAST(0), "vq: commitment loss weight"),
     NUM("model.ema_decay", K_FLOAT, model.ema_decay, "0.99", FRACTION, "vq: codebook EMA decay"),
 
+    STR("autoencoder.checkpoint", autoencoder.checkpoint, "", ANY,
+        "diffusion: the stage-1 checkpoint whose autoencoder (architecture and weights) is frozen and copied in"),
+
+    NUM("dit.hidden", K_INT, dit.hidden, "384", BETWEEN(4, 16384), "diffusion: transformer width D (DiT-S: 384)"),
+    NUM("dit.depth", K_INT, dit.depth, "12", BETWEEN(1, 256), "diffusion: transformer blocks"),
+    NUM("dit.heads", K_INT, dit.heads, "6", BETWEEN(1, 256), "diffusion: attention heads; must divide dit.hidden"),
+    NUM("dit.patch", K_INT, dit.patch, "2", BETWEEN(1, 64), "diffusion: patch size p; must divide the latent grid"),
+    NUM("dit.mlp_ratio", K_FLOAT, dit.mlp_ratio, "4", ABOVE(0), "diffusion: MLP width over dit.hidden"),
+
+    NUM("diffusion.timesteps", K_INT, diffusion.timesteps, "1000", BETWEEN(2, 100000), "diffusion: steps T of the noise schedule"),
+    NUM("diffusion.beta_start", K_FLOAT, diffusion.beta_start, "1e-4", ABOVE(0), "diffusion: first beta of the linear schedule"),
+    NUM("diffusion.beta_end", K_FLOAT, diffusion.beta_end, "0.02", ABOVE(0), "diffusion: last beta of the linear schedule (< 1)"),
+    NUM("diffusion.label_drop", K_FLOAT, diffusion.label_drop, "0.1", FRACTION,
+        "diffusion: probability a training label is replaced by the null class (classifier-free guidance)"),
+    NUM("diffusion.ema_decay", K_FLOAT, diffusion.ema_decay, "0.9999", FRACTION,
+        "diffusion: EMA decay of the weights, warmed up as min(decay, (1 + n) / (10 + n)) after n updates"),
+    NUM("diffusion.latent_samples", K_INT, diffusion.latent_samples, "256", BETWEEN(1, 1 << 20),
+        "diffusion: training segments (spread over the split) whose latents measure latent_scale = 1 / std"),
+    NUM("diffusion.sample_steps", K_INT, diffusion.sample_steps, "50", BETWEEN(1, 100000),
+        "diffusion: DDIM steps of the spectrograms generated at each evaluation"),
+    NUM("diffusion.cfg_scale", K_FLOAT, diffusion.cfg_scale, "4", AT_LEAST(0),
+        "diffusion: classifier-free guidance w of the evaluation's generations (1: conditional only)"),
+    NUM("diffusion.eval_timesteps", K_INT, diffusion.eval_timesteps, "10", BETWEEN(1, 1000),
+        "diffusion: timesteps of the validation loss grid, evenly spaced over the schedule"),
+
     NUM("train.steps", K_INT64, train.steps, "100000", AT_LEAST(1), "optimizer steps of the whole run"),
     NUM("train.global_batch", K_INT, train.global_batch, "64", AT_LEAST(1), "samples per step over all ranks (B)"),
     NUM("train.micro_batch", K_INT, train.micro_batch, "8", AT_LEAST(1),
@@ -119,6 +144,43 @@ static const key_spec SCHEMA[] = {
 };
 
 #define N_KEYS (sizeof SCHEMA / sizeof SCHEMA[0])
+
+/* Sections that belong to some stages only: setting one of their keys in a config of another stage
+ * is an error, and the rendered config (a checkpoint's `config` attribute, --print-config) leaves
+ * them out, so that it loads back under the same stage. */
+static const struct {
+    const char *prefix;
+    const char *stages; /* "a|b" */
+} STAGE_SECTIONS[] = {
+    {"model.", "vae"},
+    {"autoencoder.", "diffusion|remix"},
+    {"dit.", "diffusion|remix"},
+    {"diffusion.", "diffusion|remix"},
+};
+
+/* The stages key `k` belongs to, or NULL for every stage. */
+static const char *key_stages(size_t k) {
+    for (size_t i = 0; i < sizeof STAGE_SECTIONS / sizeof STAGE_SECTIONS[0]; i++)
+        if (strncmp(SCHEMA[k].key, STAGE_SECTIONS[i].prefix, strlen(STAGE_SECTIONS[i].prefix)) == 0)
+            return STAGE_SECTIONS[i].stages;
+    return NULL;
+}
+
+static bool stage_listed(const char *stages, const char *stage) {
+    size_t n = strlen(stage);
+    for (const char *p = stages; *p;) {
+        size_t len = strcspn(p, "|");
+        if (len == n && strncmp(p, stage, n) == 0) return true;
+        p += len + (p[len] == '|');
+    }
+    return false;
+}
+
+/* Whether key `k` is part of a config of stage `stage`. */
+static bool key_in_stage(size_t k, const char *stage) {
+    const char *stages = key_stages(k);
+    return !stages || stage_listed(stages, stage);
+}
 
 /* ---------------------------------------------------------------------------------------------- */
 /* Where a value came from, for messages                                                          */
@@ -794,8 +856,26 @@ static int fail_rel(ctx *c, const char *key, const char *other, const char *fmt,
 
 static void format_float(float f, char *out, size_t n);
 
+/* A key set (in the file or by --set) that another stage reads would be silently ignored. */
+static int check_stage_keys(ctx *c) {
+    for (size_t k = 0; k < N_KEYS; k++) {
+        if (c->org[k].from == FROM_DEFAULT || key_in_stage(k, c->cfg->stage)) continue;
+        const char *stages = key_stages(k);
+        char list[64];
+        snprintf(list, sizeof list, "%.*s%s", (int)strcspn(stages, "|"), stages,
+                 strchr(stages, '|') ? " (and later ones)" : "");
+        return fail(c, &c->org[k], SCHEMA[k].key, "belongs to stage %s, but this config's stage is %s%s", list,
+                    c->cfg->stage,
+                    strcmp(c->cfg->stage, "vae") != 0 && strncmp(SCHEMA[k].key, "model.", 6) == 0
+                        ? " (the autoencoder's architecture comes from autoencoder.checkpoint)"
+                        : "");
+    }
+    return 0;
+}
+
 static int check_relations(ctx *c) {
     const rmx_config *g = c->cfg;
+    if (check_stage_keys(c)) return -1;
     if (g->train.global_batch % g->train.micro_batch != 0)
         return fail_rel(c, "train.global_batch", "train.micro_batch",
                         "expected a multiple of train.micro_batch (%d), got '%d'", g->train.micro_batch,
@@ -803,6 +883,25 @@ static int check_relations(ctx *c) {
     if (strcmp(g->model.bottleneck, "vq") == 0 && g->model.codebook_size < 2)
         return fail_rel(c, "model.codebook_size", "model.bottleneck",
                         "expected an integer >= 2 when model.bottleneck is vq, got '%d'", g->model.codebook_size);
+    if (strcmp(g->stage, "vae") != 0) {
+        if (g->dit.hidden % g->dit.heads != 0)
+            return fail_rel(c, "dit.heads", "dit.hidden", "expected a divisor of dit.hidden (%d), got '%d'",
+                            g->dit.hidden, g->dit.heads);
+        if (g->dit.hidden % 4 != 0)
+            return fail_rel(c, "dit.hidden", "dit.hidden",
+                            "expected a multiple of 4 (the 2-D sin-cos positions), got '%d'", g->dit.hidden);
+        if (!(g->diffusion.beta_start < g->diffusion.beta_end && g->diffusion.beta_end < 1)) {
+            char b0[32], b1[32];
+            format_float(g->diffusion.beta_start, b0, sizeof b0);
+            format_float(g->diffusion.beta_end, b1, sizeof b1);
+            return fail_rel(c, "diffusion.beta_end", "diffusion.beta_start",
+                            "expected a number > diffusion.beta_start (%s) and < 1, got '%s'", b0, b1);
+        }
+        if (!g->autoencoder.checkpoint[0])
+            return fail_rel(c, "autoencoder.checkpoint", "stage",
+                            "expected the path of a stage-1 checkpoint (stage %s trains over a frozen autoencoder)",
+                            g->stage);
+    }
     if (g->train.min_lr > g->train.lr) {
         char lr[32], min_lr[32];
         format_float(g->train.lr, lr, sizeof lr);
@@ -919,6 +1018,7 @@ static void render(const rmx_config *cfg, FILE *f, bool comments) {
     const char *prev = "";
     for (size_t k = 0; k < N_KEYS; k++) {
         const key_spec *s = &SCHEMA[k];
+        if (!key_in_stage(k, cfg->stage)) continue;
         int depth = count_dots(s->key), len;
         for (int d = shared_sections(prev, s->key); d < depth; d++) {
             const char *name = component(s->key, d, &len);

@@ -33,6 +33,30 @@ typedef struct {
         float ema_decay;     /* vq codebook EMA decay (0.99) */
     } model;
 
+    /* stage diffusion (and remix): the frozen autoencoder, the transformer, the diffusion process */
+    struct {
+        char checkpoint[RMX_PATH_MAX]; /* a stage-1 checkpoint: architecture and weights */
+    } autoencoder;
+
+    struct {
+        int hidden;      /* D */
+        int depth;       /* blocks */
+        int heads;
+        int patch;       /* p: tokens are p x p patches of the latent */
+        float mlp_ratio; /* MLP width = mlp_ratio * D */
+    } dit;
+
+    struct {
+        int timesteps;          /* T of the training schedule (1000) */
+        float beta_start, beta_end; /* linear beta schedule */
+        float label_drop;       /* probability a label becomes the null class (guidance) */
+        float ema_decay;        /* EMA of the weights, with warm-up */
+        int latent_samples;     /* training segments whose latents measure latent_scale */
+        int sample_steps;       /* DDIM steps of the evaluation's generated spectrograms */
+        float cfg_scale;        /* classifier-free guidance of the evaluation's generations */
+        int eval_timesteps;     /* timesteps of the validation loss grid */
+    } diffusion;
+
     struct {
         int64_t steps;
         int global_batch;   /* B */

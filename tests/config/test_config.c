@@ -192,6 +192,30 @@ static void test_relations(void) {
                  "t.yaml:3:11: train.min_lr: expected a number <= train.lr (0.0001), got '0.001'");
 }
 
+/* Keys of another stage's sections would be ignored silently: they are errors, where they were set. */
+static void test_stage_keys(void) {
+#define DIFF "stage: diffusion\nautoencoder:\n  checkpoint: runs/vae/ckpt-00000150.h5\n"
+    EXPECT_ERROR("an autoencoder key in a diffusion config", DIFF "model:\n  channels: 16\n", NO_SETS,
+                 "t.yaml:5:13: model.channels: belongs to stage vae, but this config's stage is diffusion "
+                 "(the autoencoder's architecture comes from autoencoder.checkpoint)");
+    EXPECT_ERROR("a transformer key in a vae config", "dit:\n  depth: 4\n", NO_SETS,
+                 "t.yaml:2:10: dit.depth: belongs to stage diffusion (and later ones), but this config's stage is vae");
+    EXPECT_ERROR("a diffusion key set by --set in a vae config", "", SETS("diffusion.label_drop=0.2"),
+                 "--set diffusion.label_drop=0.2: diffusion.label_drop: belongs to stage diffusion (and later "
+                 "ones), but this config's stage is vae");
+    EXPECT_ERROR("heads not dividing the width", DIFF "dit:\n  hidden: 384\n  heads: 5\n", NO_SETS,
+                 "t.yaml:6:10: dit.heads: expected a divisor of dit.hidden (384), got '5'");
+    EXPECT_ERROR("a width the 2-D positions cannot split", DIFF "dit:\n  hidden: 66\n  heads: 3\n", NO_SETS,
+                 "t.yaml:5:11: dit.hidden: expected a multiple of 4 (the 2-D sin-cos positions), got '66'");
+    EXPECT_ERROR("beta schedule upside down", DIFF "diffusion:\n  beta_start: 0.1\n  beta_end: 0.01\n", NO_SETS,
+                 "t.yaml:6:13: diffusion.beta_end: expected a number > diffusion.beta_start (0.1) and < 1, "
+                 "got '0.01'");
+    EXPECT_ERROR("diffusion without an autoencoder", "stage: diffusion\n", NO_SETS,
+                 "t.yaml:1:8: autoencoder.checkpoint: expected the path of a stage-1 checkpoint (stage diffusion "
+                 "trains over a frozen autoencoder)");
+#undef DIFF
+}
+
 static void test_set_errors(void) {
     EXPECT_ERROR("--set number", "", SETS("train.lr=abc"), "--set train.lr=abc: train.lr: expected a number, got 'abc'");
     EXPECT_ERROR("--set without '='", "", SETS("train.lr"), "--set train.lr: expected key.path=value");
@@ -276,6 +300,7 @@ static void run_errors(void) {
     test_duplicates();
     test_syntax();
     test_relations();
+    test_stage_keys();
     test_set_errors();
     test_files();
 }
@@ -365,10 +390,10 @@ static void run_overrides(void) {
 
     printf("check: --set of every kind of key\n");
     if (load_ok(&c, "",
-                SETS("stage=diffusion", "device=cpu", "data.train=../shards/*.h5", "data.val=", "model.channel_mult=2,4",
+                SETS("stage=vae", "device=cpu", "data.train=../shards/*.h5", "data.val=", "model.channel_mult=2,4",
                      "model.bottleneck=vq", "train.seed=18446744073709551615", "train.warmup=0",
                      "checkpoint.resume=never", "data.val=a=b", "train.global_batch=12", "train.micro_batch=3"))) {
-        CHECK(strcmp(c.stage, "diffusion") == 0 && strcmp(c.device, "cpu") == 0);
+        CHECK(strcmp(c.stage, "vae") == 0 && strcmp(c.device, "cpu") == 0);
         CHECK(strcmp(c.data.train, "../shards/*.h5") == 0); /* relative paths stay as given */
         CHECK(strcmp(c.data.val, "a=b") == 0);              /* only the first '=' separates */
         CHECK(c.model.n_levels == 2 && c.model.channel_mult[0] == 2 && c.model.channel_mult[1] == 4 &&
@@ -425,7 +450,7 @@ static void run_roundtrip(void) {
     rmx_config_free(&c);
 
     /* Every key away from its default; strings with everything YAML would otherwise misread. */
-    const char *yaml = "stage: remix\ndevice: cuda\n"
+    const char *yaml = "stage: vae\ndevice: cuda\n"
                        "data: {train: \"a \\\"quoted\\\" path: #hash\\\\back\\tslash\", val: '  lead, trail  '}\n"
                        "data.prefetch: 2\n"
                        "model:\n  channels: 12\n  channel_mult: [1, 3, 5, 7, 9, 11, 13, 15]\n  res_blocks: 3\n"
@@ -479,6 +504,22 @@ static void run_roundtrip(void) {
         free(text);
     }
     CHECK(bad == 0);
+    rmx_config_free(&c);
+
+    /* A diffusion config: its own sections away from their defaults; the autoencoder's are left
+     * out of its text (they belong to stage vae) and load back as defaults. */
+    const char *diffusion = "stage: diffusion\nautoencoder: {checkpoint: \"runs/a b/ckpt-00000150.h5\"}\n"
+                            "dit: {hidden: 96, depth: 3, heads: 4, patch: 1, mlp_ratio: 2.5}\n"
+                            "diffusion: {timesteps: 500, beta_start: 0.00085, beta_end: 0.012, label_drop: 0.2,\n"
+                            "  ema_decay: 0.999, latent_samples: 32, sample_steps: 20, cfg_scale: 2.5,\n"
+                            "  eval_timesteps: 5}\n";
+    if (!load_ok(&c, diffusion, NO_SETS)) {
+        CHECK(!"the diffusion config loads");
+        return;
+    }
+    CHECK(c.dit.hidden == 96 && c.dit.patch == 1 && c.dit.mlp_ratio == 2.5f && c.diffusion.timesteps == 500);
+    CHECK(strstr(c.text, "model:") == NULL && strstr(c.text, "dit:") != NULL);
+    check_round_trip(&c, "a diffusion config loads back from its text, without the vae's sections");
     rmx_config_free(&c);
 }
 
