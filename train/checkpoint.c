@@ -56,7 +56,52 @@ static const char *base_name(const char *path) {
 void rmx_ckpt_layout_add(rmx_ckpt_layout *layout, const char *group, rmx_params *params, int with_adam) {
     if (!params || params->count == 0) return;
     if (layout->n_parts == RMX_CKPT_MAX_PARTS) ckpt_abort("too many registries");
-    layout->part[layout->n_parts++] = (rmx_ckpt_part){group, params, with_adam && params->trained};
+    layout->part[layout->n_parts++] = (rmx_ckpt_part){group, params, with_adam && params->trained, NULL};
+}
+
+void rmx_ckpt_layout_add_values(rmx_ckpt_layout *layout, const char *group, rmx_params *params,
+                                float *values) {
+    if (!params || params->count == 0) return;
+    if (layout->n_parts == RMX_CKPT_MAX_PARTS) ckpt_abort("too many registries");
+    layout->part[layout->n_parts++] = (rmx_ckpt_part){group, params, 0, values};
+}
+
+/* The backend buffer a part's values live in. */
+static float *part_values(const rmx_ckpt_part *part) {
+    return part->values ? part->values : part->params->data;
+}
+
+static rmx_ckpt_attr *new_attr(rmx_ckpt_layout *layout, const char *group, const char *name,
+                               rmx_ckpt_attr_kind kind) {
+    if (layout->n_attrs == RMX_CKPT_MAX_ATTRS) ckpt_abort("too many attributes");
+    rmx_ckpt_attr *a = &layout->attr[layout->n_attrs++];
+    *a = (rmx_ckpt_attr){.group = group, .name = name, .kind = kind};
+    return a;
+}
+
+void rmx_ckpt_layout_attr_f64(rmx_ckpt_layout *layout, const char *group, const char *name, double v) {
+    new_attr(layout, group, name, RMX_ATTR_F64)->f64 = v;
+}
+
+void rmx_ckpt_layout_attr_i64(rmx_ckpt_layout *layout, const char *group, const char *name, int64_t v) {
+    new_attr(layout, group, name, RMX_ATTR_I64)->i64 = v;
+}
+
+void rmx_ckpt_layout_attr_str(rmx_ckpt_layout *layout, const char *group, const char *name, const char *s) {
+    new_attr(layout, group, name, RMX_ATTR_STR)->str = s;
+}
+
+void rmx_ckpt_layout_audio(rmx_ckpt_layout *layout, const char *group, const rmx_mel_params *p) {
+    for (int i = 0; i < rmx_mel_field_count; i++) {
+        const rmx_mel_field *f = &rmx_mel_fields[i];
+        const char *at = (const char *)p + f->offset;
+        if (f->kind == RMX_FIELD_INT) rmx_ckpt_layout_attr_i64(layout, group, f->name, *(const int *)at);
+        else rmx_ckpt_layout_attr_f64(layout, group, f->name, *(const float *)at);
+    }
+    rmx_ckpt_attr *a = new_attr(layout, group, "genre_names", RMX_ATTR_STRS);
+    a->strs = &p->genre_names[0][0];
+    a->n_strs = p->n_genres;
+    a->width = RMX_GENRE_NAME_MAX;
 }
 
 void rmx_ckpt_host_alloc(rmx_ckpt_host *h, const rmx_ckpt_layout *layout) {
@@ -83,7 +128,7 @@ void rmx_ckpt_host_download(rmx_ckpt_host *h, const rmx_ckpt_layout *layout) {
     for (int i = 0; i < layout->n_parts; i++) {
         const rmx_params *p = layout->part[i].params;
         size_t bytes = p->span * sizeof(float);
-        p->be->to_host(p->be, h->values[i], p->data, bytes);
+        p->be->to_host(p->be, h->values[i], part_values(&layout->part[i]), bytes);
         if (!layout->part[i].with_adam) continue;
         p->be->to_host(p->be, h->m[i], p->m, bytes);
         p->be->to_host(p->be, h->v[i], p->v, bytes);
@@ -94,7 +139,7 @@ void rmx_ckpt_host_upload(const rmx_ckpt_host *h, const rmx_ckpt_layout *layout)
     for (int i = 0; i < layout->n_parts; i++) {
         const rmx_params *p = layout->part[i].params;
         size_t bytes = p->span * sizeof(float);
-        p->be->to_backend(p->be, p->data, h->values[i], bytes);
+        p->be->to_backend(p->be, part_values(&layout->part[i]), h->values[i], bytes);
         if (!layout->part[i].with_adam) continue;
         p->be->to_backend(p->be, p->m, h->m[i], bytes);
         p->be->to_backend(p->be, p->v, h->v[i], bytes);
@@ -298,6 +343,41 @@ static int create_groups(hid_t file, const rmx_ckpt_layout *layout) {
     return create_group(file, "/optim/v", layout, NULL);
 }
 
+static int write_f64(hid_t obj, const char *name, double v) {
+    return write_attr(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, 1, &v);
+}
+
+static int write_one_attr(hid_t obj, const rmx_ckpt_attr *a) {
+    switch (a->kind) {
+    case RMX_ATTR_F64: return write_f64(obj, a->name, a->f64);
+    case RMX_ATTR_I64: return write_i64(obj, a->name, a->i64);
+    case RMX_ATTR_STR: return write_string(obj, a->name, a->str ? a->str : "");
+    case RMX_ATTR_STRS: {
+        const char *list[RMX_MAX_GENRES];
+        int n = a->n_strs < RMX_MAX_GENRES ? a->n_strs : RMX_MAX_GENRES;
+        for (int i = 0; i < n; i++) list[i] = a->strs + (size_t)i * (size_t)a->width;
+        return write_strings(obj, a->name, list, (size_t)n, 0);
+    }
+    }
+    return -1;
+}
+
+/* The layout's attributes, each on its group (created when no tensor part made it). */
+static int write_layout_attrs(hid_t file, const rmx_ckpt_layout *layout) {
+    for (int i = 0; i < layout->n_attrs; i++) {
+        const rmx_ckpt_attr *a = &layout->attr[i];
+        char path[64];
+        snprintf(path, sizeof path, "/%s", a->group);
+        if (a->group[0] && H5Lexists(file, path, H5P_DEFAULT) <= 0 && create_group(file, path, layout, NULL) != 0)
+            return -1;
+        hid_t obj = a->group[0] ? H5Gopen2(file, path, H5P_DEFAULT) : file;
+        int rc = obj >= 0 ? write_one_attr(obj, a) : -1;
+        if (a->group[0] && obj >= 0) H5Gclose(obj);
+        if (rc != 0) return -1;
+    }
+    return 0;
+}
+
 static int write_tensor(hid_t group, const rmx_param_info *t, const float *data) {
     hsize_t dims[RMX_PARAM_MAX_DIMS], chunk[RMX_PARAM_MAX_DIMS];
     for (int d = 0; d < t->ndim; d++) dims[d] = chunk[d] = (hsize_t)t->shape[d];
@@ -386,7 +466,8 @@ static int write_file(file_job *job, const rmx_ckpt_layout *layout, const rmx_ck
     job->file = fapl >= 0 ? H5Fcreate(job->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
     if (fapl >= 0) H5Pclose(fapl);
     int rc = job->file >= 0 ? 0 : h5_failure(job->err, job->errlen, job->tmp, "cannot create");
-    if (rc == 0 && (write_root_attributes(job->file, meta) != 0 || create_groups(job->file, layout) != 0))
+    if (rc == 0 && (write_root_attributes(job->file, meta) != 0 || create_groups(job->file, layout) != 0 ||
+                    write_layout_attrs(job->file, layout) != 0))
         rc = h5_failure(job->err, job->errlen, job->tmp, "cannot write the attributes and groups");
     rmx_h5_unlock();
     if (rc == 0) rc = write_tensors(job, layout, h);
@@ -821,6 +902,190 @@ rmx_ckpt_status rmx_ckpt_read(const char *path, const rmx_ckpt_layout *layout, c
         H5Fclose(job.file);
     }
     rmx_h5_unlock();
+    return st;
+}
+
+/* ---- reading parts of a checkpoint ---- */
+
+struct rmx_ckpt_reader {
+    hid_t file;
+    char path[RMX_CKPT_PATH_MAX];
+    char stage[16];
+};
+
+/* A float attribute of one element. */
+static int read_double(hid_t obj, const char *name, double *out, char *err, size_t errlen) {
+    hid_t attr = open_attr(obj, name, H5T_FLOAT, err, errlen);
+    if (attr < 0) return -1;
+    hid_t space = H5Aget_space(attr);
+    int rc = space >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Aread(attr, H5T_NATIVE_DOUBLE, out) >= 0
+                 ? 0
+                 : -1;
+    if (space >= 0) H5Sclose(space);
+    H5Aclose(attr);
+    return rc == 0 ? 0 : rmx_seterr(err, errlen, "attribute '%s' is not a single number", name);
+}
+
+rmx_ckpt_reader *rmx_ckpt_open(const char *path, char *err, size_t errlen) {
+    rmx_ckpt_reader *r = xcalloc(1, sizeof *r);
+    snprintf(r->path, sizeof r->path, "%s", path);
+    char why[512], format[64] = "";
+    int64_t version = 0;
+    rmx_h5_lock();
+    r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    int rc = 0;
+    if (r->file < 0) {
+        rmx_h5_error_detail(why, sizeof why);
+        rc = rmx_seterr(err, errlen, "%s: cannot open it as a checkpoint (HDF5: %s)", path, why);
+    } else if (read_string(r->file, "format", format, sizeof format, why, sizeof why) != 0 ||
+               strcmp(format, RMX_CKPT_FORMAT) != 0) {
+        rc = rmx_seterr(err, errlen, "%s: not a Remixer checkpoint (%s)", path,
+                        format[0] ? "attribute 'format' differs" : why);
+    } else if (read_integer(r->file, "format_version", H5T_NATIVE_INT64, &version, why, sizeof why) != 0) {
+        rc = rmx_seterr(err, errlen, "%s: %s", path, why);
+    } else if (version != RMX_CKPT_VERSION) {
+        rc = rmx_seterr(err, errlen, "%s: checkpoint format version %" PRId64 "; this program reads version %d",
+                        path, version, RMX_CKPT_VERSION);
+    } else if (read_string(r->file, "stage", r->stage, sizeof r->stage, why, sizeof why) != 0) {
+        rc = rmx_seterr(err, errlen, "%s: %s", path, why);
+    }
+    rmx_h5_unlock();
+    if (rc == 0) return r;
+    rmx_ckpt_close(r);
+    return NULL;
+}
+
+void rmx_ckpt_close(rmx_ckpt_reader *r) {
+    if (!r) return;
+    if (r->file >= 0) {
+        rmx_h5_lock();
+        H5Fclose(r->file);
+        rmx_h5_unlock();
+    }
+    free(r);
+}
+
+const char *rmx_ckpt_reader_path(const rmx_ckpt_reader *r) { return r->path; }
+const char *rmx_ckpt_reader_stage(const rmx_ckpt_reader *r) { return r->stage; }
+
+int rmx_ckpt_has_group(rmx_ckpt_reader *r, const char *group) {
+    char path[96];
+    snprintf(path, sizeof path, "/%s", group);
+    rmx_h5_lock();
+    int yes = H5Lexists(r->file, path, H5P_DEFAULT) > 0;
+    rmx_h5_unlock();
+    return yes;
+}
+
+/* Opens /group (the root for ""); -1 with a message when it is not there. */
+static hid_t open_group(rmx_ckpt_reader *r, const char *group, char *err, size_t errlen) {
+    if (!group[0]) return r->file;
+    char path[96];
+    snprintf(path, sizeof path, "/%s", group);
+    hid_t g = H5Lexists(r->file, path, H5P_DEFAULT) > 0 ? H5Gopen2(r->file, path, H5P_DEFAULT) : -1;
+    if (g < 0) rmx_seterr(err, errlen, "%s: group %s is missing", r->path, path);
+    return g;
+}
+
+static void close_group(rmx_ckpt_reader *r, hid_t g) {
+    if (g >= 0 && g != r->file) H5Gclose(g);
+}
+
+/* Reads one attribute of /group through `get`, prefixing a failure with the file and group. */
+static int get_attr(rmx_ckpt_reader *r, const char *group, const char *name, void *out, char *err, size_t errlen,
+                    int (*get)(hid_t, const char *, void *, char *, size_t)) {
+    rmx_h5_lock();
+    hid_t g = open_group(r, group, err, errlen);
+    char why[512];
+    int rc = g >= 0 ? get(g, name, out, why, sizeof why) : -1;
+    if (g >= 0 && rc != 0) rmx_seterr(err, errlen, "%s: /%s: %s", r->path, group, why);
+    close_group(r, g);
+    rmx_h5_unlock();
+    return rc;
+}
+
+static int get_i64(hid_t g, const char *name, void *out, char *err, size_t errlen) {
+    return read_integer(g, name, H5T_NATIVE_INT64, out, err, errlen);
+}
+
+static int get_f64(hid_t g, const char *name, void *out, char *err, size_t errlen) {
+    return read_double(g, name, out, err, errlen);
+}
+
+static int get_str(hid_t g, const char *name, void *out, char *err, size_t errlen) {
+    size_t n = 0;
+    char **s = read_strings(g, name, &n, err, errlen);
+    if (!s) return -1;
+    *(char **)out = strdup(n ? s[0] : "");
+    free_lines(s, n);
+    return 0;
+}
+
+int rmx_ckpt_get_i64(rmx_ckpt_reader *r, const char *group, const char *name, int64_t *out, char *err,
+                     size_t errlen) {
+    return get_attr(r, group, name, out, err, errlen, get_i64);
+}
+
+int rmx_ckpt_get_f64(rmx_ckpt_reader *r, const char *group, const char *name, double *out, char *err,
+                     size_t errlen) {
+    return get_attr(r, group, name, out, err, errlen, get_f64);
+}
+
+char *rmx_ckpt_get_str(rmx_ckpt_reader *r, const char *group, const char *name, char *err, size_t errlen) {
+    char *s = NULL;
+    return get_attr(r, group, name, &s, err, errlen, get_str) == 0 ? s : NULL;
+}
+
+static int get_genres(hid_t g, const char *name, void *out, char *err, size_t errlen) {
+    rmx_mel_params *p = out;
+    size_t n = 0;
+    char **s = read_strings(g, name, &n, err, errlen);
+    if (!s) return -1;
+    int rc = n >= 1 && n <= RMX_MAX_GENRES ? 0 : rmx_seterr(err, errlen, "attribute '%s' holds %zu names", name, n);
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (strlen(s[i]) >= RMX_GENRE_NAME_MAX) rc = rmx_seterr(err, errlen, "genre name %zu is too long", i);
+        else snprintf(p->genre_names[i], RMX_GENRE_NAME_MAX, "%s", s[i]);
+    }
+    p->n_genres = (int)n;
+    free_lines(s, n);
+    return rc;
+}
+
+int rmx_ckpt_get_audio(rmx_ckpt_reader *r, const char *group, rmx_mel_params *p, char *err, size_t errlen) {
+    memset(p, 0, sizeof *p);
+    for (int i = 0; i < rmx_mel_field_count; i++) {
+        const rmx_mel_field *f = &rmx_mel_fields[i];
+        char *at = (char *)p + f->offset;
+        if (f->kind == RMX_FIELD_INT) {
+            int64_t v = 0;
+            if (rmx_ckpt_get_i64(r, group, f->name, &v, err, errlen) != 0) return -1;
+            *(int *)at = (int)v;
+        } else {
+            double v = 0;
+            if (rmx_ckpt_get_f64(r, group, f->name, &v, err, errlen) != 0) return -1;
+            *(float *)at = (float)v;
+        }
+    }
+    if (get_attr(r, group, "genre_names", p, err, errlen, get_genres) != 0) return -1;
+    char where[RMX_CKPT_PATH_MAX + 16];
+    snprintf(where, sizeof where, "%s: /%s", r->path, group);
+    return rmx_mel_params_validate(p, where, err, errlen);
+}
+
+rmx_ckpt_status rmx_ckpt_load(rmx_ckpt_reader *r, const char *group, rmx_params *p, float *values,
+                              char *err, size_t errlen) {
+    rmx_ckpt_layout layout = {0};
+    rmx_ckpt_layout_add(&layout, group, p, 0);
+    read_job job = {.file = r->file, .path = r->path, .layout = &layout, .err = err, .errlen = errlen};
+    char path[96];
+    snprintf(path, sizeof path, "/%s", group);
+    rmx_h5_lock();
+    rmx_ckpt_status st = check_group(&job, group);
+    float *host = st == RMX_CKPT_LOADED ? xcalloc(p->span, sizeof(float)) : NULL;
+    if (st == RMX_CKPT_LOADED) st = read_registry(&job, path, p, host);
+    rmx_h5_unlock();
+    if (st == RMX_CKPT_LOADED) p->be->to_backend(p->be, values ? values : p->data, host, p->span * sizeof(float));
+    free(host);
     return st;
 }
 

@@ -37,6 +37,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/shard.h"
 #include "model/params.h"
 #include "train/comm.h"
 #include "train/config.h"
@@ -50,18 +51,48 @@
 
 /* One registry and the group its values go to. */
 typedef struct {
-    const char *group;  /* "model" or "ema" */
+    const char *group;  /* "model", "ema", "autoencoder", ... */
     rmx_params *params;
     int with_adam;      /* the trained registry: its Adam m and v go to /optim/m and /optim/v */
+    float *values;      /* the buffer stored (NULL: params->data; e.g. the registry's EMA copy) */
 } rmx_ckpt_part;
+
+/* Attributes beyond the tensors, e.g. the dataset's audio parameters under /audio. The pointers
+ * must stay valid while the layout is used (writes happen in a background thread). */
+typedef enum { RMX_ATTR_F64, RMX_ATTR_I64, RMX_ATTR_STR, RMX_ATTR_STRS } rmx_ckpt_attr_kind;
+typedef struct {
+    const char *group; /* "" for the root; a group no tensor part names is created for it */
+    const char *name;
+    rmx_ckpt_attr_kind kind;
+    double f64;
+    int64_t i64;
+    const char *str;   /* STR */
+    const char *strs;  /* STRS: n_strs NUL-terminated strings, `width` bytes apart */
+    int n_strs, width;
+} rmx_ckpt_attr;
+
+#define RMX_CKPT_MAX_ATTRS 48
+#define RMX_CKPT_MAX_GROUPS 8
 
 typedef struct {
     rmx_ckpt_part part[RMX_CKPT_MAX_PARTS];
     int n_parts;
+    rmx_ckpt_attr attr[RMX_CKPT_MAX_ATTRS];
+    int n_attrs;
 } rmx_ckpt_layout;
 
 /* Appends a registry (an empty one is skipped). At most one part may have with_adam. */
 void rmx_ckpt_layout_add(rmx_ckpt_layout *layout, const char *group, rmx_params *params, int with_adam);
+/* Appends a registry whose stored values are `values` (same layout as params->data), e.g. the
+ * EMA of the trained weights under /ema. */
+void rmx_ckpt_layout_add_values(rmx_ckpt_layout *layout, const char *group, rmx_params *params,
+                                float *values);
+void rmx_ckpt_layout_attr_f64(rmx_ckpt_layout *layout, const char *group, const char *name, double v);
+void rmx_ckpt_layout_attr_i64(rmx_ckpt_layout *layout, const char *group, const char *name, int64_t v);
+void rmx_ckpt_layout_attr_str(rmx_ckpt_layout *layout, const char *group, const char *name, const char *s);
+/* The dataset's audio parameters (data/shard.h's fields, same names) and genre_names, as
+ * attributes of /<group>: what a program turning latents back into audio needs. */
+void rmx_ckpt_layout_audio(rmx_ckpt_layout *layout, const char *group, const rmx_mel_params *p);
 
 typedef struct {
     char stage[16];
@@ -141,6 +172,34 @@ void rmx_ckpt_save(rmx_ckpt_writer *w, const rmx_ckpt_meta *meta, int background
 int rmx_ckpt_writer_collect(rmx_ckpt_writer *w, int block, rmx_ckpt_outcome *out);
 /* Waits for the write in flight (a checkpoint is never abandoned half written), then frees. */
 void rmx_ckpt_writer_free(rmx_ckpt_writer *w);
+
+/* ---- reading parts of a checkpoint (later stages, the programs that generate) ---- */
+
+typedef struct rmx_ckpt_reader rmx_ckpt_reader;
+
+/* Opens `path` and checks its format and version. NULL with a message naming the file. */
+rmx_ckpt_reader *rmx_ckpt_open(const char *path, char *err, size_t errlen);
+void rmx_ckpt_close(rmx_ckpt_reader *r);
+const char *rmx_ckpt_reader_path(const rmx_ckpt_reader *r);
+/* Root attribute `stage` ("vae", "diffusion", ...). */
+const char *rmx_ckpt_reader_stage(const rmx_ckpt_reader *r);
+/* Whether group `/group` exists. */
+int rmx_ckpt_has_group(rmx_ckpt_reader *r, const char *group);
+/* Attributes of /group ("" the root). 0, or -1 with "<file>: /audio: attribute 'n_fft' is
+ * missing". A string comes back malloc'd. */
+int rmx_ckpt_get_i64(rmx_ckpt_reader *r, const char *group, const char *name, int64_t *out, char *err,
+                     size_t errlen);
+int rmx_ckpt_get_f64(rmx_ckpt_reader *r, const char *group, const char *name, double *out, char *err,
+                     size_t errlen);
+char *rmx_ckpt_get_str(rmx_ckpt_reader *r, const char *group, const char *name, char *err, size_t errlen);
+/* The audio parameters rmx_ckpt_layout_audio stored under /group, validated. */
+int rmx_ckpt_get_audio(rmx_ckpt_reader *r, const char *group, rmx_mel_params *p, char *err, size_t errlen);
+/* Reads every tensor of `p` from /group (names and shapes must match the registry; every chunk's
+ * checksum is verified) into `values` (backend memory laid out like p->data; NULL: p->data).
+ * RMX_CKPT_REFUSED when a tensor is absent or shaped otherwise, RMX_CKPT_DAMAGED when it cannot
+ * be read. */
+rmx_ckpt_status rmx_ckpt_load(rmx_ckpt_reader *r, const char *group, rmx_params *p, float *values,
+                              char *err, size_t errlen);
 
 /* ---- resuming (every rank) ---- */
 

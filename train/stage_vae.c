@@ -67,6 +67,8 @@ static int vae_create(rmx_trainer *t, rmx_stage **out, char *err, size_t errlen)
      * PyTorch keeps buffers (train/checkpoint.h) */
     rmx_ckpt_layout_add(&s->layout, "model", rmx_ae_params(v->ae), 1);
     rmx_ckpt_layout_add(&s->layout, "model", rmx_ae_state(v->ae), 0);
+    /* what turns this autoencoder's output back into audio (remixer-reconstruct, later stages) */
+    rmx_ckpt_layout_audio(&s->layout, "audio", rmx_dataset_params(t->train));
     s->n_terms = RMX_AE_N_LOSS;
     s->term_names[RMX_AE_LOSS_REC] = "rec";
     s->term_names[v->hp.bottleneck == RMX_AE_KL ? RMX_AE_LOSS_KL : RMX_AE_LOSS_COMMIT] =

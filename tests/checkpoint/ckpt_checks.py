@@ -409,6 +409,15 @@ class Checks:
             fail(f"{path}: input_shape {a['input_shape']}")
         if not isinstance(a["config"], str) or "stage: vae" not in a["config"] or f"steps: {STEPS}" not in a["config"]:
             fail(f"{path}: the config attribute must hold the resolved YAML")
+        # /audio: what turns the model's output back into sound, as the shards' attributes say it
+        audio = f["audio"].attrs
+        with h5py.File(os.path.join(self.a.data, "train", "shard-00000.h5"), "r") as shard:
+            for key in ("sample_rate", "n_fft", "hop_length", "n_mels", "segment_frames", "norm_mean", "norm_std"):
+                if not np.isclose(audio[key], shard.attrs[key], rtol=1e-6):
+                    fail(f"{path}: /audio {key} is {audio[key]!r}, the shards say {shard.attrs[key]!r}")
+            shard_genres = [g.decode() if isinstance(g, bytes) else g for g in shard.attrs["genre_names"]]
+        if list(audio["genre_names"]) != shard_genres:
+            fail(f"{path}: /audio genre_names {list(audio['genre_names'])}, the shards say {shard_genres}")
 
     def check_groups(self, path, f, bottleneck):
         listed = [s.rsplit(" [", 1) for s in f["model"].attrs["tensors"]]
