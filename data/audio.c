@@ -53,7 +53,8 @@ static rmx_audio_status check_file(const char *path, char *err, size_t errlen) {
 }
 
 /* libsndfile shortens the data chunk of a truncated WAV/AIFF to what the file holds and only says
- * so in its log ("data : 220500 (should be 99956)"); a cut-off file must not pass as a short one. */
+ * so in its log ("data : 220500 (should be 99956)"); a cut-off file must not pass silently as a
+ * shorter one. */
 static int header_claims_more_audio(SNDFILE *sf, long long *declared, long long *present) {
     char log[8192];
     sf_command(sf, SFC_GET_LOG_INFO, log, sizeof log);
@@ -68,7 +69,49 @@ static int header_claims_more_audio(SNDFILE *sf, long long *declared, long long 
     return 0;
 }
 
-static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, char *err, size_t errlen) {
+int64_t rmx_audio_max_missing(int sample_rate) {
+    return (int64_t)RMX_AUDIO_MAX_MISSING_SECONDS * (sample_rate > 0 ? sample_rate : 0);
+}
+
+/* Bytes per frame of an uncompressed format, 0 for the others. */
+static int64_t pcm_frame_bytes(const SF_INFO *info) {
+    int bytes = 0;
+    switch (info->format & SF_FORMAT_SUBMASK) {
+    case SF_FORMAT_PCM_S8:
+    case SF_FORMAT_PCM_U8:
+    case SF_FORMAT_ULAW:
+    case SF_FORMAT_ALAW: bytes = 1; break;
+    case SF_FORMAT_PCM_16: bytes = 2; break;
+    case SF_FORMAT_PCM_24: bytes = 3; break;
+    case SF_FORMAT_PCM_32:
+    case SF_FORMAT_FLOAT: bytes = 4; break;
+    case SF_FORMAT_DOUBLE: bytes = 8; break;
+    default: break;
+    }
+    return (int64_t)bytes * info->channels;
+}
+
+/* The frames of `missing_bytes` of a data chunk, rounded up (a partial frame is a lost frame); for
+ * a compressed format in a WAV/AIFF container, in proportion to the frames the present bytes give. */
+static int64_t missing_frames(const SF_INFO *info, long long missing_bytes, long long present_bytes) {
+    int64_t per = pcm_frame_bytes(info);
+    if (per > 0) return (int64_t)((missing_bytes + per - 1) / per);
+    if (info->frames > 0 && present_bytes > 0)
+        return (int64_t)ceil((double)missing_bytes * (double)info->frames / (double)present_bytes);
+    return INT64_MAX;
+}
+
+/* "60272 frames, 2.73 s, missing: more than the 1 s tolerated": why a shortfall refuses a file. */
+static void describe_missing(char *buf, size_t len, int64_t missing, int sample_rate) {
+    snprintf(buf, len, "%lld frames, %.2f s, missing: more than the %d s tolerated", (long long)missing,
+             sample_rate > 0 ? (double)missing / sample_rate : 0.0, RMX_AUDIO_MAX_MISSING_SECONDS);
+}
+
+/* Opens the file and checks its header; *missing is what a WAV/AIFF data chunk declares beyond
+ * the file's end, in frames (within the bound, else the file is refused). */
+static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, int64_t *missing,
+                                   char *err, size_t errlen) {
+    *missing = 0;
     rmx_audio_status s = check_file(path, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
     memset(info, 0, sizeof *info);
@@ -85,16 +128,28 @@ static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *inf
         return fail(RMX_AUDIO_TRUNCATED, err, errlen, "malformed or truncated header (%s)",
                     sf_error_number(code));
     }
-    long long declared = 0, present = 0;
-    if (header_claims_more_audio(sf, &declared, &present)) {
-        sf_close(sf);
-        rmx_seterr(err, errlen, "truncated: the header declares %lld bytes of audio, the file holds %lld",
-                   declared, present);
-        return RMX_AUDIO_TRUNCATED;
-    }
     if (info->channels < 1 || info->samplerate < 1) {
         sf_close(sf);
         return fail(RMX_AUDIO_NOT_AUDIO, err, errlen, "%s", "header has no channels or no sample rate");
+    }
+    long long declared = 0, present = 0;
+    if (header_claims_more_audio(sf, &declared, &present)) {
+        int64_t lost = missing_frames(info, declared - present, present);
+        if (lost > rmx_audio_max_missing(info->samplerate)) {
+            char why[128] = "";
+            if (lost != INT64_MAX) describe_missing(why, sizeof why, lost, info->samplerate);
+            sf_close(sf);
+            rmx_seterr(err, errlen, "truncated: the header declares %lld bytes of audio, the file holds %lld%s%s%s",
+                       declared, present, why[0] ? " (" : "", why, why[0] ? ")" : "");
+            return RMX_AUDIO_TRUNCATED;
+        }
+        *missing = lost;
+    }
+    /* libsndfile's answer when the header gives no length: an Ogg stream cut before its last page */
+    if (info->frames == SF_COUNT_MAX) {
+        sf_close(sf);
+        return fail(RMX_AUDIO_TRUNCATED, err, errlen, "%s",
+                    "truncated: the header states no length (a stream cut before its last page)");
     }
     if (info->frames <= 0) {
         sf_close(sf);
@@ -104,18 +159,20 @@ static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *inf
     return RMX_AUDIO_OK;
 }
 
-static void info_from_sndfile(const SF_INFO *si, rmx_audio_info *info) {
+static void info_from_sndfile(const SF_INFO *si, int64_t missing, rmx_audio_info *info) {
     info->sample_rate = si->samplerate;
     info->channels = si->channels;
     info->frames = si->frames;
+    info->frames_missing = missing;
 }
 
 rmx_audio_status rmx_audio_probe(const char *path, rmx_audio_info *info, char *err, size_t errlen) {
     SNDFILE *sf = NULL;
     SF_INFO si;
-    rmx_audio_status s = open_audio(path, &sf, &si, err, errlen);
+    int64_t missing = 0;
+    rmx_audio_status s = open_audio(path, &sf, &si, &missing, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
-    info_from_sndfile(&si, info);
+    info_from_sndfile(&si, missing, info);
     sf_close(sf);
     return RMX_AUDIO_OK;
 }
@@ -130,6 +187,8 @@ static void downmix(const float *interleaved, int64_t frames, int channels, floa
     }
 }
 
+/* Decodes up to si->frames frames; *n is what decoded. A decoder error refuses the file; fewer
+ * frames than the header states is the caller's to judge. */
 static rmx_audio_status decode_mono(SNDFILE *sf, const SF_INFO *si, float **out, int64_t *n, char *err,
                                     size_t errlen) {
     float *mono = malloc((size_t)si->frames * sizeof *mono);
@@ -149,10 +208,10 @@ static rmx_audio_status decode_mono(SNDFILE *sf, const SF_INFO *si, float **out,
     }
     free(chunk);
     int code = sf_error(sf);
-    if (got < si->frames || code != SF_ERR_NO_ERROR) {
+    if (code != SF_ERR_NO_ERROR) {
         free(mono);
-        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames%s%s", (long long)got,
-                   (long long)si->frames, code ? ": " : "", code ? sf_strerror(sf) : "");
+        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames: %s", (long long)got,
+                   (long long)si->frames, sf_strerror(sf));
         return RMX_AUDIO_TRUNCATED;
     }
     for (int64_t i = 0; i < got; i++) {
@@ -170,14 +229,26 @@ rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **
                                      rmx_audio_info *info, char *err, size_t errlen) {
     SNDFILE *sf = NULL;
     SF_INFO si;
-    rmx_audio_status s = open_audio(path, &sf, &si, err, errlen);
+    int64_t missing = 0;
+    rmx_audio_status s = open_audio(path, &sf, &si, &missing, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
-    info_from_sndfile(&si, info);
     float *mono = NULL;
     int64_t frames = 0;
     s = decode_mono(sf, &si, &mono, &frames, err, errlen);
     sf_close(sf);
     if (s != RMX_AUDIO_OK) return s;
+    /* what the data chunk lacks and what the decoder did not deliver: one shortfall, one bound */
+    missing += si.frames - frames;
+    if (missing > rmx_audio_max_missing(si.samplerate)) {
+        char why[128];
+        describe_missing(why, sizeof why, missing, si.samplerate);
+        free(mono);
+        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames (%s)",
+                   (long long)frames, (long long)(frames + missing), why);
+        return RMX_AUDIO_TRUNCATED;
+    }
+    info_from_sndfile(&si, missing, info);
+    info->frames = frames;
     int rc = rmx_audio_resample(mono, frames, si.samplerate, target_rate, out, n, err, errlen);
     free(mono);
     return rc == 0 ? RMX_AUDIO_OK : RMX_AUDIO_TRUNCATED;

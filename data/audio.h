@@ -14,25 +14,46 @@ typedef enum {
     RMX_AUDIO_UNREADABLE, /* missing, dangling link, a directory, no permission */
     RMX_AUDIO_EMPTY,      /* 0 bytes, or a valid header with no audio frames */
     RMX_AUDIO_NOT_AUDIO,  /* libsndfile does not recognise the format */
-    RMX_AUDIO_TRUNCATED,  /* header promises more than the file holds, bad header, decode error */
+    RMX_AUDIO_TRUNCATED,  /* header promises more than the file holds (beyond the bound below),
+                             bad header, decode error */
     RMX_AUDIO_STATUS_COUNT
 } rmx_audio_status;
 
-/* What the header says. */
+/* A header may state a little more audio than the file holds or decodes: a Vorbis stream whose
+ * last granule position runs past its last packet, an encoder's padding bookkeeping, a copy
+ * that lost the last fraction of a second. Such bookkeeping errors are a few codec blocks (a
+ * Vorbis block is at most 8192 frames, an MP3 frame 1152), whatever the file's length, so the
+ * bound is absolute: a shortfall of at most RMX_AUDIO_MAX_MISSING_SECONDS of audio (at the file's
+ * own rate) keeps the frames that decode and says how many are missing; a larger one is a
+ * truncated or corrupt file. One second is a third of a default segment (256 frames of hop 256
+ * at 22,050 Hz, 2.97 s), so a kept file loses at most its last segment; a cut-off copy or
+ * download nearly always loses far more. */
+#define RMX_AUDIO_MAX_MISSING_SECONDS 1
+
+/* What the header says, and what decodes. */
 typedef struct {
     int sample_rate;
     int channels;
-    int64_t frames;
+    int64_t frames;         /* frames the file holds (after rmx_audio_load_mono: that decoded) */
+    int64_t frames_missing; /* frames the header states beyond `frames`; 0 for a sound file, at
+                             * most rmx_audio_max_missing(sample_rate) for a file that is kept */
 } rmx_audio_info;
+
+/* The largest shortfall (in frames) tolerated at `sample_rate`: RMX_AUDIO_MAX_MISSING_SECONDS. */
+int64_t rmx_audio_max_missing(int sample_rate);
 
 /* Short name of a category for summaries ("unreadable", "empty", ...). */
 const char *rmx_audio_status_name(rmx_audio_status s);
 
-/* Opens the file, reads its header and closes it again. */
+/* Opens the file, reads its header and closes it again. A WAV/AIFF data chunk that declares more
+ * than the file holds is known here (info->frames_missing); a shortfall that shows only when the
+ * file is decoded (Vorbis, FLAC, MP3) is known after rmx_audio_load_mono. */
 rmx_audio_status rmx_audio_probe(const char *path, rmx_audio_info *info, char *err, size_t errlen);
 
 /* Decodes the whole file, downmixes to mono (mean of the channels) and resamples to
- * `target_rate`. *out (malloc'd, caller frees) holds *n samples; *info the file's header. */
+ * `target_rate`. *out (malloc'd, caller frees) holds *n samples; *info the file's header, with
+ * info->frames the frames decoded and info->frames_missing those the header states beyond them
+ * (a file missing more than rmx_audio_max_missing is refused as RMX_AUDIO_TRUNCATED). */
 rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **out, int64_t *n,
                                      rmx_audio_info *info, char *err, size_t errlen);
 

@@ -543,6 +543,9 @@ typedef struct {
     int *split, *shard; /* SPLIT_*, shard within the split */
     int64_t *segments;
     double *seconds_read;
+    /* kept files whose header states more frames than decode (RMX_AUDIO_MAX_MISSING_SECONDS) */
+    int64_t *frames_decoded, *frames_missing;
+    double *seconds_missing;
     double *stat_n, *stat_mean, *stat_m2;
     int64_t *spill_offset; /* local: where this rank spilled the file's segments */
     /* shards */
@@ -625,6 +628,16 @@ static void warn_skips(const prep_run *r) {
     if (r->rank != 0) return;
     for (long i = 0; i < r->list->n; i++)
         if (r->skip[i] != 0) rmx_warn("skipping %s: %s", r->list->files[i].path, r->reason + i * REASON_MAX);
+}
+
+/* Files kept although their header states more frames than decode (within the bound). */
+static void warn_short(const prep_run *r) {
+    if (r->rank != 0) return;
+    for (long i = 0; i < r->list->n; i++)
+        if (r->skip[i] == 0 && r->frames_missing[i] > 0)
+            rmx_warn("%s: the header states %lld frames, %lld decode: keeping them, %lld frames (%.2f s) missing",
+                     r->list->files[i].path, (long long)(r->frames_decoded[i] + r->frames_missing[i]),
+                     (long long)r->frames_decoded[i], (long long)r->frames_missing[i], r->seconds_missing[i]);
 }
 
 static void run_phase(prep_run *r, const char *label, int (*is_mine)(const prep_run *, long), item_fn fn) {
@@ -769,6 +782,11 @@ static int prepare_file(prep_run *r, long i, char *why, size_t whylen) {
         file_stats(seg, values, &r->stat_n[i], &r->stat_mean[i], &r->stat_m2[i]);
         r->segments[i] = n_seg;
         r->seconds_read[i] = (double)n / a->sample_rate;
+        if (info.frames_missing > 0) {
+            r->frames_decoded[i] = info.frames;
+            r->frames_missing[i] = info.frames_missing;
+            r->seconds_missing[i] = (double)info.frames_missing / info.sample_rate;
+        }
         rc = spill(r, i, seg, values, why, whylen);
     }
     free(x);
@@ -794,6 +812,9 @@ static void combine_results(prep_run *r, MPI_Comm comm) {
     int n = r->list->n;
     MPI_Allreduce(MPI_IN_PLACE, r->segments, n, MPI_INT64_T, MPI_SUM, comm);
     MPI_Allreduce(MPI_IN_PLACE, r->seconds_read, n, MPI_DOUBLE, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, r->frames_decoded, n, MPI_INT64_T, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, r->frames_missing, n, MPI_INT64_T, MPI_SUM, comm);
+    MPI_Allreduce(MPI_IN_PLACE, r->seconds_missing, n, MPI_DOUBLE, MPI_SUM, comm);
     MPI_Allreduce(MPI_IN_PLACE, r->stat_n, n, MPI_DOUBLE, MPI_SUM, comm);
     MPI_Allreduce(MPI_IN_PLACE, r->stat_mean, n, MPI_DOUBLE, MPI_SUM, comm);
     MPI_Allreduce(MPI_IN_PLACE, r->stat_m2, n, MPI_DOUBLE, MPI_SUM, comm);
@@ -832,6 +853,10 @@ static void fill_summary(const prep_run *r, rmx_prep_summary *s) {
         int g = r->list->files[i].genre;
         s->files_used++;
         s->seconds_read += r->seconds_read[i];
+        if (r->frames_missing[i] > 0) {
+            s->files_short++;
+            s->seconds_missing += r->seconds_missing[i];
+        }
         s->seconds_segmented += (double)r->segments[i] * T * hop / r->o->audio.sample_rate;
         if (r->split[i] == SPLIT_TRAIN) {
             s->train_files++;
@@ -1053,13 +1078,16 @@ static int alloc_run(prep_run *r, long n) {
     r->shard = calloc(un, sizeof *r->shard);
     r->segments = calloc(un, sizeof *r->segments);
     r->seconds_read = calloc(un, sizeof *r->seconds_read);
+    r->frames_decoded = calloc(un, sizeof *r->frames_decoded);
+    r->frames_missing = calloc(un, sizeof *r->frames_missing);
+    r->seconds_missing = calloc(un, sizeof *r->seconds_missing);
     r->stat_n = calloc(un, sizeof *r->stat_n);
     r->stat_mean = calloc(un, sizeof *r->stat_mean);
     r->stat_m2 = calloc(un, sizeof *r->stat_m2);
     r->spill_offset = calloc(un, sizeof *r->spill_offset);
     r->mine = calloc(un, sizeof *r->mine);
     return r->status && r->late && r->reason && r->split && r->shard && r->segments && r->seconds_read &&
-                   r->stat_n && r->stat_mean && r->stat_m2 && r->spill_offset && r->mine
+                   r->frames_decoded && r->frames_missing && r->seconds_missing && r->stat_n && r->stat_mean && r->stat_m2 && r->spill_offset && r->mine
                ? 0
                : -1;
 }
@@ -1072,6 +1100,9 @@ static void free_run(prep_run *r) {
     free(r->shard);
     free(r->segments);
     free(r->seconds_read);
+    free(r->frames_decoded);
+    free(r->frames_missing);
+    free(r->seconds_missing);
     free(r->stat_n);
     free(r->stat_mean);
     free(r->stat_m2);
@@ -1133,6 +1164,7 @@ static int prepare_all(prep_run *r, MPI_Comm comm, char *err, size_t errlen) {
     combine_skips(r, comm);
     combine_results(r, comm);
     warn_skips(r);
+    warn_short(r);
     for (long i = 0; i < r->list->n; i++)
         if (r->late[i] != 0) r->status[i] = r->late[i];
     if (atomic_load(&r->failed)) {

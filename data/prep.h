@@ -6,7 +6,8 @@
  * Steps, each a pure function of the input and the options, so the output is byte-identical for
  * any number of threads or MPI ranks:
  *   1. probe every header; unreadable, empty, non-audio, truncated and too-short files are skipped
- *      with a warning naming the file and the reason;
+ *      with a warning naming the file and the reason (a header that states at most
+ *      RMX_AUDIO_MAX_MISSING_SECONDS more than the file holds is kept, with a warning, in 3);
  *   2. split the usable files into train and val per genre (by file, never by segment), chosen by a
  *      hash of (seed, path); file j of a split goes to shard j mod S;
  *   3. decode, downmix, resample, log-mel, cut into segments of T frames (the tail is dropped);
@@ -49,6 +50,8 @@ typedef struct {
     int64_t train_segments, val_segments;
     int train_shards, val_shards; /* written */
     double seconds_read;          /* audio decoded from the used files */
+    int files_short;              /* used files whose header states more frames than decode */
+    double seconds_missing;       /* what their headers state beyond what decodes, in all */
     double seconds_segmented;     /* audio inside the kept segments */
     int n_genres;
     char genre_names[RMX_MAX_GENRES][RMX_GENRE_NAME_MAX];

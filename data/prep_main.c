@@ -15,6 +15,10 @@
 #include "util/exitcodes.h"
 #include "util/log.h"
 
+#define STRINGIFY_(x) #x
+#define STRINGIFY(x) STRINGIFY_(x)
+#define MAX_MISSING STRINGIFY(RMX_AUDIO_MAX_MISSING_SECONDS)
+
 static const char USAGE[] =
     "usage: remixer-prep [options] INPUT OUTDIR\n"
     "       remixer-prep [options] --demo OUTDIR\n"
@@ -25,7 +29,9 @@ static const char USAGE[] =
     "paths are relative to the CSV's folder). Each file is decoded (libsndfile), mixed down to mono,\n"
     "resampled (libsoxr), turned into a log-mel spectrogram (Hann window, centred frames, Slaney mel\n"
     "filterbank, log(max(mel, floor))), cut into segments of --segment frames (the tail is dropped) and\n"
-    "normalised with the mean and std of the train split. Unusable files are skipped with a warning.\n"
+    "normalised with the mean and std of the train split. Unusable files are skipped with a warning;\n"
+    "a file whose header states at most " MAX_MISSING " s more audio than decodes is kept, with a warning\n"
+    "naming the frames missing (more than " MAX_MISSING " s missing: skipped as truncated or corrupt).\n"
     "The same input and options give byte-identical shards for any --threads and any number of MPI\n"
     "ranks (mpirun -np N remixer-prep ...: each rank prepares and writes its share of the shards).\n"
     "\n"
@@ -231,6 +237,9 @@ static void print_summary(const rmx_prep_summary *s, const rmx_prep_options *o, 
         first = 0;
     }
     printf("%s\n", skipped ? ")" : "");
+    if (s->files_short)
+        printf("  short: %d files kept with %.2f s less audio than their headers state (at most %d s each)\n",
+               s->files_short, s->seconds_missing, RMX_AUDIO_MAX_MISSING_SECONDS);
     if (!complete) return;
     printf("  audio: %.3f h read (%.1f s), %.3f h in %lld segments of %d frames\n", s->seconds_read / 3600.0,
            s->seconds_read, s->seconds_segmented / 3600.0, (long long)(s->train_segments + s->val_segments),

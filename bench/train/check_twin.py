@@ -1,6 +1,6 @@
 """The PyTorch twin against Remixer: names, shapes, loss and gradients.
 
-usage: check_twin.py LIST_PARAMS WORK_DIR
+usage: check_twin.py LIST_PARAMS WORK_DIR [AE_REFERENCE_TEST]
 
 1. For the bench size (kl and vq) and a small size, the twin's state_dict keys, shapes and order
    equal list_params' output.
@@ -11,6 +11,10 @@ usage: check_twin.py LIST_PARAMS WORK_DIR
    in the gradients). C is 16, not 8: with one channel per GroupNorm group the bias of a conv
    followed by a GroupNorm would have an exactly zero gradient, which float32 rounding leaves at
    ~1e-9, a meaningless relative difference.
+3. With AE_REFERENCE_TEST (tests/model/test_ae_reference.c, which CI runs on the committed
+   tests/model/ref/*.h5 without torch): make_ae_reference.py writes fresh kl and vq cases (another
+   seed than the committed ones) and the test passes on them, so the generator, the twin and the
+   committed files stay in step.
 Exit 77 (skipped) when torch cannot be imported.
 """
 import os
@@ -126,12 +130,31 @@ def check_numbers(exe, workdir, backend, bottleneck):
     return failures
 
 
+def check_reference(test_exe, workdir):
+    make = os.path.join(os.path.dirname(os.path.abspath(__file__)), "make_ae_reference.py")
+    files = []
+    for case in ("kl", "vq"):
+        out = os.path.join(workdir, f"ae_{case}.h5")
+        subprocess.run([sys.executable, make, out, "--case", case, "--seed", "4321"], check=True)
+        files.append(out)
+    r = subprocess.run([test_exe] + files, capture_output=True, text=True)
+    print(r.stdout + r.stderr, end="")
+    print(f"fresh reference cases: {'pass' if r.returncode == 0 else 'FAIL'}")
+    return 1 if r.returncode else 0
+
+
 def main():
+    if len(sys.argv) not in (3, 4):
+        print(__doc__.split("\n\n")[1].strip(), file=sys.stderr)
+        return 2
     exe, workdir = sys.argv[1], sys.argv[2]
+    os.makedirs(workdir, exist_ok=True)
     failures = check_names(exe)
     for backend in ("cpu", "ref"):
         for bottleneck in ("kl", "vq"):
             failures += check_numbers(exe, workdir, backend, bottleneck)
+    if len(sys.argv) == 4:
+        failures += check_reference(sys.argv[3], workdir)
     print("twin matches" if failures == 0 else f"{failures} failure(s)")
     return 1 if failures else 0
 

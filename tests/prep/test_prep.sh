@@ -64,7 +64,7 @@ make_bad_files() {
     head -c 100000 full.wav >"$1/truncated.wav"  # data chunk says 220500 bytes, 99956 are there
     head -c 30 full.wav >"$1/header.wav"         # cut inside the header
     tone full.flac 22050 1 5 440
-    head -c 40000 full.flac >"$1/cut.flac"       # the header is whole; decoding fails part way
+    head -c 20000 full.flac >"$1/cut.flac"       # the header is whole; decoding stops seconds short
     : >"$1/empty.wav"
     tone "$1/zero.wav" 22050 1 0 440              # a valid WAV with no frames
     echo "this is not audio" >"$1/notes.WAV"
@@ -155,7 +155,7 @@ case_bad_inputs() {
     has_line err.txt "$W in/bad/empty.wav: empty file (0 bytes)"
     has_line err.txt "$W in/bad/zero.wav: no audio frames"
     has_line err.txt "$W in/bad/notes.WAV: not an audio file libsndfile can read (Format not recognised.)"
-    has_line err.txt "$W in/bad/truncated.wav: truncated: the header declares 220500 bytes of audio, the file holds 99956"
+    has_line err.txt "$W in/bad/truncated.wav: truncated: the header declares 220500 bytes of audio, the file holds 99956 (60272 frames, 2.73 s, missing: more than the 1 s tolerated)"
     has_line err.txt "$W in/bad/header.wav: malformed or truncated header (Error in WAV file. No 'data' chunk marker.)"
     has_line err.txt "$W in/bad/short.flac: too short: 1.00 s gives 87 frames, one segment needs 256 (2.96 s)"
     grep -q "^$W in/bad/cut.flac: truncated or corrupt: decoded [0-9]* of 110250 frames" err.txt ||
@@ -169,6 +169,46 @@ case_bad_inputs() {
     has_line out.txt "  genre bad              train      0  val      0 segments"
     [ -f out/train/shard-00000.h5 ] && [ -f out/val/shard-00000.h5 ] || fail "no shards written"
     [ ! -e "out/train/shard-0000$((good - 1)).h5" ] || fail "an empty shard was written"
+}
+
+# Headers that state more audio than the file holds or decodes: at most 1 s missing keeps the
+# frames that decode, with a warning and a line in the summary; more is a truncated file.
+case_short_header() {
+    mkdir -p in/g
+    tone in/g/whole.wav 22050 1 5 440
+    tone in/g/over.wav 22050 2 5 440 22050       # the data chunk states exactly 1 s more: kept
+    tone in/g/over-more.wav 22050 1 5 440 22051  # one frame more than 1 s: skipped
+    tone full.wav 22050 1 5 440                  # 44 bytes of header, 220500 of audio
+    head -c $((220544 - 11025)) full.wav >in/g/cut.wav      # 5512.5 frames (0.25 s) cut off
+    head -c $((220544 - 50000)) full.wav >in/g/cut-more.wav # 25000 frames (1.13 s) cut off
+    tone full.flac 22050 1 5 440
+    size=$(wc -c <full.flac)
+    head -c $((size - 100)) full.flac >in/g/cut.flac        # decodes short of STREAMINFO's count
+    head -c $((size - 20000)) full.flac >in/g/cut-more.flac
+    tone full.ogg 22050 1 5 440
+    size=$(wc -c <full.ogg)
+    head -c $((size - 100)) full.ogg >in/g/cut.ogg          # no last page: no length at all
+    run 0 "$PREP" --val-fraction 0 --shards 1 in out
+    K="remixer-prep: warning:"
+    has_line err.txt "$K in/g/over.wav: the header states 132300 frames, 110250 decode: keeping them, 22050 frames (1.00 s) missing"
+    has_line err.txt "$K in/g/cut.wav: the header states 110250 frames, 104737 decode: keeping them, 5513 frames (0.25 s) missing"
+    grep -qx "$K in/g/cut\.flac: the header states 110250 frames, [0-9]* decode: keeping them, [0-9]* frames (0\.[0-9][0-9] s) missing" err.txt ||
+        fail "no warning about in/g/cut.flac: $(cat err.txt)"
+    has_line err.txt "$W in/g/over-more.wav: truncated: the header declares 264602 bytes of audio, the file holds 220500 (22051 frames, 1.00 s, missing: more than the 1 s tolerated)"
+    has_line err.txt "$W in/g/cut-more.wav: truncated: the header declares 220500 bytes of audio, the file holds 170500 (25000 frames, 1.13 s, missing: more than the 1 s tolerated)"
+    grep -qx "$W in/g/cut-more\.flac: truncated or corrupt: decoded [0-9]* of 110250 frames ([0-9]* frames, [0-9.]* s, missing: more than the 1 s tolerated)" err.txt ||
+        fail "no warning about in/g/cut-more.flac: $(cat err.txt)"
+    has_line err.txt "$W in/g/cut.ogg: truncated: the header states no length (a stream cut before its last page)"
+    lacks err.txt in/g/whole.wav
+    [ "$(wc -l <err.txt)" = 7 ] || fail "expected 7 warnings: $(cat err.txt)"
+    has_line out.txt "remixer-prep: 8 files listed, 4 read, 4 skipped (4 truncated or corrupt)"
+    grep -qx "  short: 3 files kept with 1\.[0-9][0-9] s less audio than their headers state (at most 1 s each)" out.txt ||
+        fail "no summary of the short files: $(cat out.txt)"
+    has_line out.txt "  train: 4 files, 4 segments, 1 shards in out/train"
+    # two ranks: each warning once, the same shards
+    run 0 "$@" -np 2 "$PREP" --val-fraction 0 --shards 1 in out2
+    [ "$(grep -c "keeping them" err.txt)" = 3 ] || fail "expected 3 kept-file warnings from 2 ranks: $(cat err.txt)"
+    same_shards out out2
 }
 
 case_all_bad() {
@@ -285,7 +325,7 @@ case_demo() {
 }
 
 case "$CASE" in
-usage | bad_inputs | all_bad | determinism | attributes | csv | existing | demo) "case_$CASE" "$@" ;;
+usage | bad_inputs | short_header | all_bad | determinism | attributes | csv | existing | demo) "case_$CASE" "$@" ;;
 *) fail "unknown case" ;;
 esac
 echo "prep $CASE: ok"
