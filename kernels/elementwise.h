@@ -221,4 +221,87 @@ static inline RMX_HD float rmx_codebook_entry(float ema_sum, float smoothed_coun
     return ema_sum / smoothed_count;
 }
 
+/* ---- transformer (the stage-2 DiT) ---- */
+
+/* GELU with the tanh approximation (PyTorch approximate="tanh"):
+ * 0.5 x (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3). Since 0.5 (1 + tanh(u)) = sigmoid(2u),
+ * it is computed as x sigmoid(2u) with the libm-free rmx_expf: the loop vectorises, and both
+ * tails saturate cleanly (sigmoid -> 0 or 1, never 0 * inf). */
+#define RMX_GELU_K0 0.7978845608028654f /* sqrt(2 / pi) */
+#define RMX_GELU_K1 0.044715f
+
+static inline RMX_HD float rmx_gelu(float x) {
+    float u = RMX_GELU_K0 * (x + RMX_GELU_K1 * (x * x * x));
+    return x * rmx_sigmoid(2.0f * u);
+}
+
+/* d gelu / dx = s + x s (1 - s) 2 u' with s = sigmoid(2u), u' = sqrt(2/pi) (1 + 3 0.044715 x^2). */
+static inline RMX_HD float rmx_gelu_grad(float x) {
+    float x2 = x * x;
+    float u = RMX_GELU_K0 * (x + RMX_GELU_K1 * (x2 * x));
+    float du = RMX_GELU_K0 * (1.0f + 3.0f * RMX_GELU_K1 * x2);
+    float s = rmx_sigmoid(2.0f * u);
+    return s + x * (s * (1.0f - s)) * (2.0f * du);
+}
+
+/* LayerNorm without affine, one element: y = (x - mean) rstd, with the row's mean and
+ * rstd = 1 / sqrt(var + eps) computed in double (two passes) and rounded to float once; every
+ * backend uses these two rounded values, so the outputs agree to the bit when the statistics do. */
+static inline RMX_HD float rmx_layernorm(float x, float mean, float rstd) { return (x - mean) * rstd; }
+
+/* rstd from a row's biased variance (double), rounded once. */
+static inline RMX_HD float rmx_layernorm_rstd(double var, float eps) {
+    return (float)(1.0 / sqrt(var + (double)eps));
+}
+
+/* LayerNorm backward from the output: dx = rstd (dy - mean(dy) - y mean(dy y)), with the row means
+ * mdy and mdyy computed in double and rounded to float once. */
+static inline RMX_HD float rmx_layernorm_dx(float dy, float y, float rstd, float mdy, float mdyy) {
+    return rstd * ((dy - mdy) - y * mdyy);
+}
+
+/* adaLN modulation: y = x (1 + scale) + shift; dy/dx = 1 + scale. */
+static inline RMX_HD float rmx_modulate(float x, float shift, float scale) {
+    return x * (1.0f + scale) + shift;
+}
+
+static inline RMX_HD float rmx_modulate_dx(float dy, float scale) { return dy * (1.0f + scale); }
+
+/* adaLN-Zero's gated residual: y + gate h. */
+static inline RMX_HD float rmx_gated_add(float y, float gate, float h) { return y + gate * h; }
+
+/* Attention, softmax of scaled scores s (already multiplied by head_dim^-0.5): the probability
+ * p = e^(s - lse) from the row's log-sum-exp (or e^(s - max) before normalising), and the score
+ * gradient dS = p (dP - D) with D = sum over the row's head features of dO O. */
+static inline RMX_HD float rmx_softmax_exp(float s, float ref) { return rmx_expf(s - ref); }
+
+static inline RMX_HD float rmx_softmax_dscore(float p, float dp, float dsum) { return p * (dp - dsum); }
+
+/* log-sum-exp of a row from its max and the sum of e^(s - max) (double), rounded once. */
+static inline RMX_HD float rmx_logsumexp(float max, double sum) { return (float)((double)max + log(sum)); }
+
+/* DiT's sinusoidal timestep embedding: frequency j of `half`, f_j = exp(-ln(10000) j / half),
+ * computed in double and rounded once (PyTorch computes it in float32; the two agree to an ulp),
+ * and the [cos, sin] of the float argument t f_j, evaluated in double and rounded once, so every
+ * backend gives the correctly rounded value whatever its libm. */
+static inline RMX_HD float rmx_timestep_freq(int j, int half) {
+    return (float)exp(-9.210340371976184 * (double)j / (double)half); /* ln(10000) */
+}
+
+static inline RMX_HD float rmx_timestep_cos(float t, float freq) { return (float)cos((double)(t * freq)); }
+
+static inline RMX_HD float rmx_timestep_sin(float t, float freq) { return (float)sin((double)(t * freq)); }
+
+/* Patch tokens: the feature index within a token of channel c, patch row py and column px, for
+ * RMX_PATCH_CPQ (0: (c, p, q), a Conv2d weight's flattening) or RMX_PATCH_PQC (1: (p, q, c), DiT's
+ * final layer). The same index map in every backend keeps the layout trap in one place. */
+static inline RMX_HD int rmx_patch_feature(int order, int channels, int p, int c, int py, int px) {
+    return order == 0 ? (c * p + py) * p + px : (py * p + px) * channels + c;
+}
+
+/* ---- diffusion arithmetic ---- */
+
+/* One element of a per-sample linear combination a x + b e (noising, x0 from eps). */
+static inline RMX_HD float rmx_axpby(float a, float x, float b, float e) { return a * x + b * e; }
+
 #endif

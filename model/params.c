@@ -19,8 +19,8 @@ void rmx_params_init(rmx_params *p, rmx_backend *be, int trained, uint64_t init_
 }
 
 void rmx_params_free(rmx_params *p) {
-    float *buffers[4] = {p->data, p->grad, p->m, p->v};
-    for (int i = 0; i < 4; i++)
+    float *buffers[5] = {p->data, p->grad, p->m, p->v, p->ema};
+    for (int i = 0; i < 5; i++)
         if (buffers[i]) p->be->free(p->be, buffers[i]);
     free(p->info);
     memset(p, 0, sizeof *p);
@@ -85,6 +85,9 @@ void rmx_params_initialize(rmx_params *p, uint64_t seed) {
         for (size_t e = 0; e < t->numel; e++) {
             if (t->init == RMX_INIT_CONST) {
                 dst[e] = t->init_value;
+            } else if (t->init == RMX_INIT_NORMAL) {
+                dst[e] = t->init_value *
+                         rmx_normal(seed, RMX_RNG_INIT, p->init_stream, (uint64_t)i, (uint32_t)e);
             } else {
                 uint32_t bits = rmx_u32(seed, RMX_RNG_INIT, p->init_stream, (uint64_t)i, (uint32_t)e);
                 dst[e] = t->init_value * (2.0f * rmx_u01(bits) - 1.0f);
@@ -93,11 +96,18 @@ void rmx_params_initialize(rmx_params *p, uint64_t seed) {
     }
     p->be->to_backend(p->be, p->data, host, p->span * sizeof(float));
     free(host);
+    if (p->ema) p->be->copy(p->be, p->ema, p->data, p->span * sizeof(float));
     if (p->trained) {
         p->be->fill(p->be, p->grad, 0.0f, p->span);
         p->be->fill(p->be, p->m, 0.0f, p->span);
         p->be->fill(p->be, p->v, 0.0f, p->span);
     }
+}
+
+void rmx_params_alloc_ema(rmx_params *p) {
+    if (!p->data) params_abort("EMA requested before finalize", "");
+    if (!p->ema) p->ema = p->be->alloc(p->be, p->span * sizeof(float));
+    p->be->copy(p->be, p->ema, p->data, p->span * sizeof(float));
 }
 
 int rmx_params_find(const rmx_params *p, const char *name) {

@@ -9,7 +9,8 @@
  * parameters only, `span` the buffer length including the padding.
  *
  * Two kinds of registry:
- *   trained  values + gradients + Adam m + Adam v (the optimiser updates these);
+ *   trained  values + gradients + Adam m + Adam v (the optimiser updates these), and an EMA of
+ *            the values once rmx_params_alloc_ema is called (stage 2's EMA weights);
  *   state    values only: tensors updated by other rules (the VQ codebook and its EMA
  *            statistics), which AdamW must never touch.
  *
@@ -18,7 +19,9 @@
  *
  * Initialisation is deterministic and rank-independent: element e of tensor number i is drawn
  * from the counter-based stream (seed, RMX_RNG_INIT, step = the registry's stream, index = i,
- * n = e) (util/rng.h), so the same seed gives the same model on every rank and on every backend. */
+ * n = e) (util/rng.h), so the same seed gives the same model on every rank and on every backend:
+ * RMX_INIT_UNIFORM maps the word rmx_u32(..) to U(-value, value), RMX_INIT_NORMAL takes
+ * rmx_normal(..) (the e-th normal of that stream) times value. */
 #ifndef RMX_PARAMS_H
 #define RMX_PARAMS_H
 
@@ -32,8 +35,10 @@
 #define RMX_PARAM_ALIGN 16 /* floats: 64-byte boundaries for vector loads and coalesced access */
 
 typedef enum {
-    RMX_INIT_UNIFORM, /* U(-value, value): PyTorch's conv/linear default with value 1/sqrt(fan_in) */
+    RMX_INIT_UNIFORM, /* U(-value, value): PyTorch's conv/linear default with value 1/sqrt(fan_in),
+                       * xavier-uniform with value sqrt(6 / (fan_in + fan_out)) */
     RMX_INIT_CONST,   /* every element = value (GroupNorm weight 1, bias 0) */
+    RMX_INIT_NORMAL,  /* N(0, value^2): value is the standard deviation (DiT's embeddings, 0.02) */
 } rmx_init_kind;
 
 typedef struct {
@@ -57,6 +62,7 @@ typedef struct {
     size_t span;    /* floats in each flat buffer, with padding */
     size_t n_decay; /* floats [0, n_decay) of the buffers hold the decayed tensors */
     float *data, *grad, *m, *v; /* backend memory after finalize; grad/m/v NULL for state */
+    float *ema;                 /* backend memory after rmx_params_alloc_ema, else NULL */
 } rmx_params;
 
 /* An empty registry. `init_stream` separates registries of one model in the init stream. */
@@ -71,8 +77,14 @@ int rmx_params_add(rmx_params *p, const char *name, int ndim, const int64_t *sha
 /* Fixes the layout (decayed first) and allocates the flat buffers through the backend. */
 void rmx_params_finalize(rmx_params *p);
 
-/* Writes every tensor's initial values (see the file comment); zeroes grad, m and v. */
+/* Writes every tensor's initial values (see the file comment); zeroes grad, m and v; an EMA
+ * buffer, when allocated, restarts as a copy of the new values. */
 void rmx_params_initialize(rmx_params *p, uint64_t seed);
+
+/* Allocates the EMA buffer (span floats, same layout as the values) after finalize and sets it to
+ * the current values (an EMA starts as a copy of the weights); again: copies again. Freed by
+ * rmx_params_free. */
+void rmx_params_alloc_ema(rmx_params *p);
 
 /* The tensor number of `name`, or -1. */
 int rmx_params_find(const rmx_params *p, const char *name);
@@ -86,6 +98,11 @@ static inline float *rmx_params_data(const rmx_params *p, int id) {
 /* NULL for a state registry. */
 static inline float *rmx_params_grad(const rmx_params *p, int id) {
     return p->grad ? p->grad + p->info[id].offset : NULL;
+}
+
+/* NULL without an EMA buffer. */
+static inline float *rmx_params_ema(const rmx_params *p, int id) {
+    return p->ema ? p->ema + p->info[id].offset : NULL;
 }
 
 /* Zeroes the gradient buffer (start of an optimiser step). */

@@ -7,6 +7,7 @@
  * process-wide: other sgemm callers in the process get one thread too. */
 #include <cblas.h>
 #include <omp.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "kernels/cpu/cpu.h"
@@ -31,5 +32,12 @@ rmx_backend *rmx_backend_cpu_create(int threads) {
     be->destroy = cpu_destroy;
     rmx_cpu_install_conv(be);
     rmx_cpu_install_ops(be);
+    rmx_cpu_install_transformer(be);
+    char err[160];
+    if (rmx_backend_check(be, err, sizeof err)) {
+        fprintf(stderr, "remixer: internal error: %s\n", err);
+        cpu_destroy(be);
+        return NULL;
+    }
     return be;
 }

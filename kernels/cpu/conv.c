@@ -194,17 +194,8 @@ RMX_CLONES static void col2im_add(const rmx_conv_shape *s, const float *col, int
 #define PK_MR 8
 
 /* The AVX-512 paths run where the CPU has AVX-512F, unless RMX_CPU_GENERIC is set: the test suite
- * sets it to check the OpenBLAS path on the same machine. (The flag is read once; the data race
- * of two first calls writes the same value.) */
-static int conv_avx512_ok(void) {
-    static int ok = -1;
-    if (ok < 0) {
-        __builtin_cpu_init();
-        const char *generic = getenv("RMX_CPU_GENERIC");
-        ok = __builtin_cpu_supports("avx512f") && !(generic && *generic && strcmp(generic, "0") != 0);
-    }
-    return ok;
-}
+ * sets it to check the OpenBLAS path on the same machine (rmx_cpu_avx512, gemm.c). */
+static int conv_avx512_ok(void) { return rmx_cpu_avx512(); }
 
 /* im2col into panels: colp[(j K + kk) 48 + c] = col[kk][j 48 + c], zero past the last position.
  * Each unfolded row is built in `line` (P floats, in L1) as im2col does, then copied out in 48s. */

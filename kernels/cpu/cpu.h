@@ -1,5 +1,5 @@
 /* Internals of the cpu backend: it starts from the ref backend (memory, and nothing else) and
- * replaces every compute op with a fast version from conv.c and ops.c. */
+ * replaces every compute op with a fast version from conv.c, ops.c and transformer.c. */
 #ifndef RMX_KERNELS_CPU_H
 #define RMX_KERNELS_CPU_H
 
@@ -54,7 +54,34 @@ static inline double rmx_dot_f64(const float *a, const float *b, size_t n) {
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
+/* C = alpha op(A) op(B) + beta C, row-major, op = transpose when ta / tb; single-threaded (the
+ * callers parallelise over their own work items). The same call gives the same bits whatever
+ * thread runs it. (gemm.c) */
+void rmx_cpu_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                   const float *b, int ldb, float beta, float *c, int ldc);
+
+/* An op(B) operand packed once for several rmx_cpu_sgemm_packed calls (attention reuses the keys
+ * and values of a head for every block of queries). The result is the bits rmx_cpu_sgemm gives. */
+typedef struct {
+    int tb, k, n, ldb;
+    const float *b; /* the operand itself (the OpenBLAS path reads it) */
+    float *packed;  /* its packed copy, or NULL on the OpenBLAS path */
+} rmx_cpu_packed;
+
+/* Floats the packed copy of a [k x n] op(B) takes (0 on the OpenBLAS path). */
+size_t rmx_cpu_pack_floats(int k, int n);
+/* op(B) [k x n] (b, ldb, tb as rmx_cpu_sgemm's) packed into buf (rmx_cpu_pack_floats(k, n) floats). */
+rmx_cpu_packed rmx_cpu_pack_b(int tb, int k, int n, const float *b, int ldb, float *buf);
+/* C [m x b->n] = alpha op(A) op(B) + beta C, op(B) the packed operand. */
+void rmx_cpu_sgemm_packed(int ta, int m, float alpha, const float *a, int lda, const rmx_cpu_packed *b,
+                          float beta, float *c, int ldc);
+
+/* 1 where the CPU has AVX-512F and RMX_CPU_GENERIC is unset (or "0"): the backend's own AVX-512
+ * micro-kernels run (convolutions, rmx_cpu_sgemm); else OpenBLAS does. Read once. (gemm.c) */
+int rmx_cpu_avx512(void);
+
 void rmx_cpu_install_conv(rmx_backend *be);
 void rmx_cpu_install_ops(rmx_backend *be);
+void rmx_cpu_install_transformer(rmx_backend *be);
 
 #endif

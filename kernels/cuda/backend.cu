@@ -1,6 +1,6 @@
 /* The CUDA backend: construction, memory, and the ops that are one pass over their elements
  * (element-wise, randomness, the KL bottleneck, the losses, AdamW, the gradient norm).
- * conv.cu, norm.cu and vq.cu hold the rest.
+ * conv.cu, norm.cu, vq.cu and transformer.cu hold the rest.
  *
  * Every op is queued on one stream and returns without waiting, except to_host (the caller
  * reads the result) and free. The per-element arithmetic is kernels/elementwise.h and util/rng.h,
@@ -428,5 +428,9 @@ extern "C" rmx_backend *rmx_backend_cuda_create(int device_ordinal, char *err, s
     rmx_cuda_install_conv(be);
     rmx_cuda_install_norm(be);
     rmx_cuda_install_vq(be);
+    rmx_cuda_install_transformer(be);
+    char missing[160];
+    if (rmx_backend_check(be, missing, sizeof missing))
+        return create_fail(be, err, errlen, "CUDA backend", missing);
     return be;
 }

@@ -160,5 +160,6 @@ struct AddScaledToLoss {
 void rmx_cuda_install_conv(rmx_backend *be);
 void rmx_cuda_install_norm(rmx_backend *be);
 void rmx_cuda_install_vq(rmx_backend *be);
+void rmx_cuda_install_transformer(rmx_backend *be);
 
 #endif

@@ -3,6 +3,7 @@
  * Every fast path (cpu, cuda) is tested against these functions, so they compute each output
  * directly from its definition (direct convolution, gather-form gradients) and accumulate in
  * double wherever a long sum would otherwise carry float rounding into the comparison. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -410,6 +411,336 @@ static void ref_sumsq(rmx_backend *be, size_t n, const float *x, float *out) {
     *out = (float)sum;
 }
 
+/* ---- transformer ---- */
+
+static void ref_linear_fwd(rmx_backend *be, int rows, int in, int out, const float *x, const float *w,
+                           const float *b, float *y) {
+    (void)be;
+    for (int r = 0; r < rows; r++)
+        for (int o = 0; o < out; o++) {
+            double acc = b ? b[o] : 0.0;
+            for (int i = 0; i < in; i++) acc += (double)x[(size_t)r * in + i] * w[(size_t)o * in + i];
+            y[(size_t)r * out + o] = (float)acc;
+        }
+}
+
+static void ref_linear_bwd(rmx_backend *be, int rows, int in, int out, const float *x, const float *w,
+                           const float *dy, float *dx, float *dw, float *db) {
+    (void)be;
+    if (dx)
+        for (int r = 0; r < rows; r++)
+            for (int i = 0; i < in; i++) {
+                double acc = 0.0;
+                for (int o = 0; o < out; o++) acc += (double)dy[(size_t)r * out + o] * w[(size_t)o * in + i];
+                dx[(size_t)r * in + i] = (float)acc;
+            }
+    if (dw)
+        for (int o = 0; o < out; o++)
+            for (int i = 0; i < in; i++) {
+                double acc = 0.0;
+                for (int r = 0; r < rows; r++) acc += (double)dy[(size_t)r * out + o] * x[(size_t)r * in + i];
+                dw[(size_t)o * in + i] += (float)acc;
+            }
+    if (db)
+        for (int o = 0; o < out; o++) {
+            double acc = 0.0;
+            for (int r = 0; r < rows; r++) acc += dy[(size_t)r * out + o];
+            db[o] += (float)acc;
+        }
+}
+
+static void ref_layernorm_fwd(rmx_backend *be, int rows, int d, float eps, const float *x, float *y,
+                              float *rstd) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (size_t)r * d;
+        double sum = 0.0, var = 0.0;
+        for (int j = 0; j < d; j++) sum += xr[j];
+        double mu = sum / d;
+        for (int j = 0; j < d; j++) var += ((double)xr[j] - mu) * ((double)xr[j] - mu);
+        float mean = (float)mu, rs = rmx_layernorm_rstd(var / d, eps);
+        for (int j = 0; j < d; j++) y[(size_t)r * d + j] = rmx_layernorm(xr[j], mean, rs);
+        if (rstd) rstd[r] = rs;
+    }
+}
+
+static void ref_layernorm_bwd(rmx_backend *be, int rows, int d, const float *y, const float *rstd,
+                              const float *dy, float *dx) {
+    (void)be;
+    for (int r = 0; r < rows; r++) {
+        const float *yr = y + (size_t)r * d, *dyr = dy + (size_t)r * d;
+        double s1 = 0.0, s2 = 0.0;
+        for (int j = 0; j < d; j++) {
+            s1 += dyr[j];
+            s2 += (double)dyr[j] * yr[j];
+        }
+        float mdy = (float)(s1 / d), mdyy = (float)(s2 / d);
+        for (int j = 0; j < d; j++)
+            dx[(size_t)r * d + j] = rmx_layernorm_dx(dyr[j], yr[j], rstd[r], mdy, mdyy);
+    }
+}
+
+static void ref_gelu_fwd(rmx_backend *be, size_t n, const float *x, float *y) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) y[i] = rmx_gelu(x[i]);
+}
+
+static void ref_gelu_bwd(rmx_backend *be, size_t n, const float *x, const float *dy, float *dx) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) dx[i] = dy[i] * rmx_gelu_grad(x[i]);
+}
+
+static void ref_modulate_fwd(rmx_backend *be, int batch, int tokens, int d, const float *x,
+                             const float *shift, const float *scale, int ld, float *y) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < tokens; t++)
+            for (int j = 0; j < d; j++) {
+                size_t e = ((size_t)b * tokens + t) * d + j;
+                y[e] = rmx_modulate(x[e], shift[(size_t)b * ld + j], scale[(size_t)b * ld + j]);
+            }
+}
+
+static void ref_modulate_bwd(rmx_backend *be, int batch, int tokens, int d, const float *x,
+                             const float *scale, int ld, const float *dy, float *dx, float *dshift,
+                             float *dscale) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < d; j++) {
+            double s1 = 0.0, s2 = 0.0;
+            for (int t = 0; t < tokens; t++) {
+                size_t e = ((size_t)b * tokens + t) * d + j;
+                s1 += dy[e];
+                s2 += (double)dy[e] * x[e];
+                if (dx) dx[e] = rmx_modulate_dx(dy[e], scale[(size_t)b * ld + j]); /* dx may be dy */
+            }
+            if (dshift) dshift[(size_t)b * ld + j] = (float)s1;
+            if (dscale) dscale[(size_t)b * ld + j] = (float)s2;
+        }
+}
+
+static void ref_gated_add_fwd(rmx_backend *be, int batch, int tokens, int d, const float *h,
+                              const float *gate, int ld, float *y) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (int t = 0; t < tokens; t++)
+            for (int j = 0; j < d; j++) {
+                size_t e = ((size_t)b * tokens + t) * d + j;
+                y[e] = rmx_gated_add(y[e], gate[(size_t)b * ld + j], h[e]);
+            }
+}
+
+static void ref_gated_add_bwd(rmx_backend *be, int batch, int tokens, int d, const float *h,
+                              const float *gate, int ld, const float *dy, float *dh, float *dgate) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < d; j++) {
+            float g = gate[(size_t)b * ld + j];
+            double s = 0.0;
+            for (int t = 0; t < tokens; t++) {
+                size_t e = ((size_t)b * tokens + t) * d + j;
+                s += (double)dy[e] * h[e];
+                if (dh) dh[e] = g * dy[e]; /* dh may be dy */
+            }
+            if (dgate) dgate[(size_t)b * ld + j] = (float)s;
+        }
+}
+
+/* Attention straight from the definition, one query row at a time: the full row of scores in
+ * double, its softmax, the weighted sum of values. Memory is O(tokens), so no workspace. */
+static size_t ref_attention_workspace(rmx_backend *be, int batch, int tokens, int d, int heads) {
+    (void)be, (void)batch, (void)tokens, (void)d, (void)heads;
+    return 0;
+}
+
+static double *ref_dalloc(size_t n) {
+    double *p = calloc(n ? n : 1, sizeof(double));
+    if (!p) {
+        fprintf(stderr, "remixer: error: out of host memory (%zu doubles)\n", n);
+        abort();
+    }
+    return p;
+}
+
+/* p[j] = softmax_j of scale q_i . k_j for query i of head h in sample b; returns the log-sum-exp. */
+static double ref_attention_row(int tokens, int d, int hd, const float *qkvb, int h, int i, double scale,
+                                double *p) {
+    const float *q = qkvb + (size_t)i * 3 * d + (size_t)h * hd;
+    double mx = -INFINITY;
+    for (int j = 0; j < tokens; j++) {
+        const float *k = qkvb + (size_t)j * 3 * d + d + (size_t)h * hd;
+        double s = 0.0;
+        for (int c = 0; c < hd; c++) s += (double)q[c] * k[c];
+        p[j] = s * scale;
+        if (p[j] > mx) mx = p[j];
+    }
+    double sum = 0.0;
+    for (int j = 0; j < tokens; j++) sum += p[j] = exp(p[j] - mx);
+    for (int j = 0; j < tokens; j++) p[j] /= sum;
+    return mx + log(sum);
+}
+
+static void ref_attention_fwd(rmx_backend *be, int batch, int tokens, int d, int heads, const float *qkv,
+                              float *out, float *lse, float *ws) {
+    (void)be, (void)ws;
+    int hd = d / heads;
+    double scale = 1.0 / sqrt((double)hd), *p = ref_dalloc((size_t)tokens);
+    for (int b = 0; b < batch; b++) {
+        const float *qkvb = qkv + (size_t)b * tokens * 3 * d;
+        for (int h = 0; h < heads; h++)
+            for (int i = 0; i < tokens; i++) {
+                double l = ref_attention_row(tokens, d, hd, qkvb, h, i, scale, p);
+                lse[((size_t)b * heads + h) * tokens + i] = (float)l;
+                for (int c = 0; c < hd; c++) {
+                    double acc = 0.0;
+                    for (int j = 0; j < tokens; j++)
+                        acc += p[j] * qkvb[(size_t)j * 3 * d + 2 * d + (size_t)h * hd + c];
+                    out[((size_t)b * tokens + i) * d + (size_t)h * hd + c] = (float)acc;
+                }
+            }
+    }
+    free(p);
+}
+
+/* The gradient of the function itself (probabilities recomputed from the inputs, in double):
+ * dP = dO V^T, dS = P (dP - rowsum(dO O)), dQ = scale dS K, dK = scale dS^T Q, dV = P^T dO. */
+static void ref_attention_bwd(rmx_backend *be, int batch, int tokens, int d, int heads, const float *qkv,
+                              const float *out, const float *lse, const float *dout, float *dqkv,
+                              float *ws) {
+    (void)be, (void)ws, (void)lse, (void)out;
+    int hd = d / heads;
+    double scale = 1.0 / sqrt((double)hd);
+    double *p = ref_dalloc((size_t)tokens), *o = ref_dalloc((size_t)hd), *dqi = ref_dalloc((size_t)hd);
+    double *dk = ref_dalloc((size_t)tokens * hd), *dv = ref_dalloc((size_t)tokens * hd);
+    for (int b = 0; b < batch; b++) {
+        const float *qkvb = qkv + (size_t)b * tokens * 3 * d, *dob = dout + (size_t)b * tokens * d;
+        float *dqkvb = dqkv + (size_t)b * tokens * 3 * d;
+        for (int h = 0; h < heads; h++) {
+            memset(dk, 0, sizeof(double) * (size_t)tokens * hd);
+            memset(dv, 0, sizeof(double) * (size_t)tokens * hd);
+            for (int i = 0; i < tokens; i++) {
+                ref_attention_row(tokens, d, hd, qkvb, h, i, scale, p);
+                const float *doi = dob + (size_t)i * d + (size_t)h * hd;
+                /* D = sum_c dO_ic O_ic with O from the probabilities in double */
+                double dsum = 0.0;
+                for (int c = 0; c < hd; c++) {
+                    o[c] = 0.0;
+                    for (int j = 0; j < tokens; j++)
+                        o[c] += p[j] * qkvb[(size_t)j * 3 * d + 2 * d + (size_t)h * hd + c];
+                    dsum += (double)doi[c] * o[c];
+                }
+                for (int c = 0; c < hd; c++) dqi[c] = 0.0;
+                for (int j = 0; j < tokens; j++) {
+                    const float *kj = qkvb + (size_t)j * 3 * d + d + (size_t)h * hd, *vj = kj + d;
+                    double dp = 0.0;
+                    for (int c = 0; c < hd; c++) dp += (double)doi[c] * vj[c];
+                    double ds = p[j] * (dp - dsum);
+                    const float *qi = qkvb + (size_t)i * 3 * d + (size_t)h * hd;
+                    for (int c = 0; c < hd; c++) {
+                        dqi[c] += scale * ds * kj[c];
+                        dk[(size_t)j * hd + c] += scale * ds * qi[c];
+                        dv[(size_t)j * hd + c] += p[j] * doi[c];
+                    }
+                }
+                for (int c = 0; c < hd; c++) dqkvb[(size_t)i * 3 * d + (size_t)h * hd + c] = (float)dqi[c];
+            }
+            for (int j = 0; j < tokens; j++)
+                for (int c = 0; c < hd; c++) {
+                    dqkvb[(size_t)j * 3 * d + d + (size_t)h * hd + c] = (float)dk[(size_t)j * hd + c];
+                    dqkvb[(size_t)j * 3 * d + 2 * d + (size_t)h * hd + c] = (float)dv[(size_t)j * hd + c];
+                }
+        }
+    }
+    free(p), free(o), free(dqi), free(dk), free(dv);
+}
+
+static void ref_embedding_fwd(rmx_backend *be, int n, int d, const int32_t *idx, const float *table,
+                              float *y) {
+    (void)be;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < d; j++) y[(size_t)i * d + j] = table[(size_t)idx[i] * d + j];
+}
+
+static void ref_embedding_bwd(rmx_backend *be, int n, int d, int rows, const int32_t *idx,
+                              const float *dy, float *dtable) {
+    (void)be;
+    for (int r = 0; r < rows; r++)
+        for (int j = 0; j < d; j++) {
+            double acc = 0.0;
+            for (int i = 0; i < n; i++)
+                if (idx[i] == r) acc += dy[(size_t)i * d + j];
+            dtable[(size_t)r * d + j] += (float)acc;
+        }
+}
+
+static void ref_timestep_embed(rmx_backend *be, int n, int dim, const float *t, float *y) {
+    (void)be;
+    int half = dim / 2;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < half; j++) {
+            float f = rmx_timestep_freq(j, half);
+            y[(size_t)i * dim + j] = rmx_timestep_cos(t[i], f);
+            y[(size_t)i * dim + half + j] = rmx_timestep_sin(t[i], f);
+        }
+}
+
+/* Where image element (ch, iy, ix) of sample b sits in the patch tokens. The grid must tile the
+ * image exactly (the model crops or pads first); anything else is a caller's bug, stopped here. */
+static size_t ref_patch_index(int b, int c, int h, int w, int p, int order, int ch, int iy, int ix) {
+    if (p <= 0 || h % p || w % p) {
+        fprintf(stderr, "remixer: internal error: patch size %d does not divide the image %dx%d\n", p, h, w);
+        abort();
+    }
+    int gh = h / p, gw = w / p;
+    size_t tok = (size_t)b * gh * gw + (size_t)(iy / p) * gw + ix / p;
+    return tok * (size_t)(c * p * p) + (size_t)rmx_patch_feature(order, c, p, ch, iy % p, ix % p);
+}
+
+static void ref_patchify(rmx_backend *be, int batch, int c, int h, int w, int p, int order,
+                         const float *x, float *tokens) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int iy = 0; iy < h; iy++)
+                for (int ix = 0; ix < w; ix++)
+                    tokens[ref_patch_index(b, c, h, w, p, order, ch, iy, ix)] =
+                        x[(((size_t)b * c + ch) * h + iy) * w + ix];
+}
+
+static void ref_unpatchify(rmx_backend *be, int batch, int c, int h, int w, int p, int order,
+                           const float *tokens, float *x) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (int ch = 0; ch < c; ch++)
+            for (int iy = 0; iy < h; iy++)
+                for (int ix = 0; ix < w; ix++)
+                    x[(((size_t)b * c + ch) * h + iy) * w + ix] =
+                        tokens[ref_patch_index(b, c, h, w, p, order, ch, iy, ix)];
+}
+
+static void ref_add_broadcast(rmx_backend *be, int batch, size_t n, const float *a, float *y) {
+    (void)be;
+    for (int b = 0; b < batch; b++)
+        for (size_t i = 0; i < n; i++) y[(size_t)b * n + i] += a[i];
+}
+
+/* ---- diffusion arithmetic ---- */
+
+static void ref_axpby_samples(rmx_backend *be, int n, size_t per_sample, const float *a, const float *x,
+                              const float *b, const float *e, float *y) {
+    (void)be;
+    for (int s = 0; s < n; s++)
+        for (size_t j = 0; j < per_sample; j++) {
+            size_t k = (size_t)s * per_sample + j;
+            y[k] = rmx_axpby(a[s], x[k], b[s], e[k]);
+        }
+}
+
+static void ref_ema_update(rmx_backend *be, size_t n, float decay, const float *param, float *ema) {
+    (void)be;
+    for (size_t i = 0; i < n; i++) ema[i] = rmx_ema(ema[i], param[i], decay);
+}
+
 rmx_backend *rmx_backend_ref_create(void) {
     rmx_backend *be = calloc(1, sizeof *be);
     if (!be) return NULL;
@@ -444,5 +775,32 @@ rmx_backend *rmx_backend_ref_create(void) {
     be->vq_ema_update = ref_vq_ema_update;
     be->adamw = ref_adamw;
     be->sumsq = ref_sumsq;
+    be->linear_fwd = ref_linear_fwd;
+    be->linear_bwd = ref_linear_bwd;
+    be->layernorm_fwd = ref_layernorm_fwd;
+    be->layernorm_bwd = ref_layernorm_bwd;
+    be->gelu_fwd = ref_gelu_fwd;
+    be->gelu_bwd = ref_gelu_bwd;
+    be->modulate_fwd = ref_modulate_fwd;
+    be->modulate_bwd = ref_modulate_bwd;
+    be->gated_add_fwd = ref_gated_add_fwd;
+    be->gated_add_bwd = ref_gated_add_bwd;
+    be->attention_workspace = ref_attention_workspace;
+    be->attention_fwd = ref_attention_fwd;
+    be->attention_bwd = ref_attention_bwd;
+    be->embedding_fwd = ref_embedding_fwd;
+    be->embedding_bwd = ref_embedding_bwd;
+    be->timestep_embed = ref_timestep_embed;
+    be->patchify = ref_patchify;
+    be->unpatchify = ref_unpatchify;
+    be->add_broadcast = ref_add_broadcast;
+    be->axpby_samples = ref_axpby_samples;
+    be->ema_update = ref_ema_update;
+    char err[160];
+    if (rmx_backend_check(be, err, sizeof err)) {
+        fprintf(stderr, "remixer: internal error: %s\n", err);
+        free(be);
+        return NULL;
+    }
     return be;
 }

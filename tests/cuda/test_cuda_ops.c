@@ -12,7 +12,13 @@
  * Also checked: outputs documented as written are written (device buffers start as garbage),
  * accumulated ones accumulate, NULL pointers skip their work, and the convolution's chunking over
  * samples (shapes whose unfolded input exceeds one chunk) against the cpu backend, and the weight
- * gradient's split into pieces of columns. */
+ * gradient's split into pieces of columns.
+ * The transformer ops: linear 5e-5 (float GEMM), layernorm 2e-5, attention 1e-4 (float GEMMs over up
+ * to 6000 keys; against the cpu backend at the sizes the reference is too slow for), the column
+ * sums (db, dshift, dscale, dgate) 1e-6, the timestep embedding 1e-6 (device cos / sin / exp in
+ * double), everything else exact: GELU, modulation, gates, embedding (same double sums in the same
+ * order), patches, broadcast, axpby and EMA. Attention runs twice and must repeat bit for bit, and
+ * each output of a backward alone must equal it computed together with the others. */
 #include "cuda_test.h"
 #include "ktest.h"
 
@@ -425,6 +431,298 @@ static void test_randn(void) {
     dev_pool_free(&pool);
 }
 
+/* ---- transformer ops ---- */
+
+#define TOL_GEMM 5e-5
+#define TOL_ATT 1e-4
+
+static float *dl(const float *d, size_t n) { return dev_download(gpu, d, n); }
+
+/* got (device) against want (host), freed after. */
+static void report_dev(const char *what, const float *got_dev, const float *want, size_t n, double tol) {
+    float *h = dl(got_dev, n);
+    kt_report(what, kt_rel_err(h, want, n), tol);
+    free(h);
+}
+
+static int dev_equal(const float *a_dev, const float *b_dev, size_t n) {
+    float *a = dl(a_dev, n), *b = dl(b_dev, n);
+    int same = !memcmp(a, b, n * sizeof *a);
+    free(a), free(b);
+    return same;
+}
+
+static void linear_case(int rows, int in, int out) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nx = (size_t)rows * in, nw = (size_t)out * in, ny = (size_t)rows * out;
+    float *x = kt_rand(nx, -1, 1), *w = kt_rand(nw, -0.5f, 0.5f), *b = kt_rand(out, -1, 1), *dy = kt_rand(ny, -1, 1);
+    float *y = kt_alloc(ny), *y0 = kt_alloc(ny), *dx = kt_alloc(nx), *dw = kt_rand(nw, -1, 1), *db = kt_rand(out, -1, 1);
+    float *dw0 = kt_copy(dw, nw), *db0 = kt_copy(db, out);
+    ref->linear_fwd(ref, rows, in, out, x, w, b, y);
+    ref->linear_fwd(ref, rows, in, out, x, w, NULL, y0);
+    ref->linear_bwd(ref, rows, in, out, x, w, dy, dx, dw, db);
+    float *gx = dev_upload(&pool, x, nx), *gw = dev_upload(&pool, w, nw), *gb = dev_upload(&pool, b, out);
+    float *gdy = dev_upload(&pool, dy, ny), *gy = dev_garbage(&pool, ny), *gy0 = dev_garbage(&pool, ny);
+    float *gdx = dev_garbage(&pool, nx), *gdw = dev_upload(&pool, dw0, nw), *gdb = dev_upload(&pool, db0, out);
+    gpu->linear_fwd(gpu, rows, in, out, gx, gw, gb, gy);
+    gpu->linear_fwd(gpu, rows, in, out, gx, gw, NULL, gy0);
+    gpu->linear_bwd(gpu, rows, in, out, gx, gw, gdy, gdx, gdw, gdb);
+    char what[200];
+    snprintf(what, sizeof what, "linear rows%d %d -> %d fwd (written)", rows, in, out);
+    report_dev(what, gy, y, ny, TOL_GEMM);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d fwd, no bias", rows, in, out);
+    report_dev(what, gy0, y0, ny, TOL_GEMM);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d dx (written)", rows, in, out);
+    report_dev(what, gdx, dx, nx, TOL_GEMM);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d dw (+=)", rows, in, out);
+    report_dev(what, gdw, dw, nw, TOL_GEMM);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d db (+=)", rows, in, out);
+    report_dev(what, gdb, db, out, TOL_RED);
+    /* each gradient alone gives the same bits; and the same call twice (determinism) */
+    float *gdx2 = dev_garbage(&pool, nx), *gdw2 = dev_upload(&pool, dw0, nw), *gdb2 = dev_upload(&pool, db0, out);
+    gpu->linear_bwd(gpu, rows, in, out, gx, gw, gdy, gdx2, NULL, NULL);
+    gpu->linear_bwd(gpu, rows, in, out, gx, gw, gdy, NULL, gdw2, NULL);
+    gpu->linear_bwd(gpu, rows, in, out, gx, gw, gdy, NULL, NULL, gdb2);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d bwd: dx, dw, db alone == together (bits)", rows, in, out);
+    kt_expect(dev_equal(gdx, gdx2, nx) && dev_equal(gdw, gdw2, nw) && dev_equal(gdb, gdb2, out), what);
+    free(x), free(w), free(b), free(dy), free(y), free(y0), free(dx), free(dw), free(db), free(dw0), free(db0);
+    dev_pool_free(&pool);
+}
+
+static void layernorm_case(int rows, int d, float offset) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t n = (size_t)rows * d;
+    float *x = kt_rand(n, offset - 2, offset + 2), *dy = kt_rand(n, -1, 1);
+    float *y = kt_alloc(n), *rs = kt_alloc(rows), *dx = kt_alloc(n);
+    ref->layernorm_fwd(ref, rows, d, 1e-6f, x, y, rs);
+    ref->layernorm_bwd(ref, rows, d, y, rs, dy, dx);
+    float *gx = dev_upload(&pool, x, n), *gdy = dev_upload(&pool, dy, n), *gy = dev_garbage(&pool, n);
+    float *grs = dev_garbage(&pool, rows), *gdx = dev_garbage(&pool, n);
+    float *ry = dev_upload(&pool, y, n), *rrs = dev_upload(&pool, rs, rows);
+    gpu->layernorm_fwd(gpu, rows, d, 1e-6f, gx, gy, grs);
+    gpu->layernorm_bwd(gpu, rows, d, ry, rrs, gdy, gdx); /* from the reference's y, rstd */
+    char what[200];
+    snprintf(what, sizeof what, "layernorm rows%d d%d mean%+.0f y (written)", rows, d, offset);
+    report_dev(what, gy, y, n, TOL_NORM);
+    snprintf(what, sizeof what, "layernorm rows%d d%d rstd (written)", rows, d);
+    report_dev(what, grs, rs, rows, TOL_NORM);
+    snprintf(what, sizeof what, "layernorm rows%d d%d dx (written)", rows, d);
+    report_dev(what, gdx, dx, n, TOL_NORM);
+    free(x), free(dy), free(y), free(rs), free(dx);
+    dev_pool_free(&pool);
+}
+
+static void gelu_case(size_t n) {
+    dev_pool pool = {gpu, {0}, 0};
+    float *x = kt_rand(n, -10, 10), *dy = kt_rand(n, -1, 1), *r = kt_alloc(n);
+    float *gx = dev_upload(&pool, x, n), *gdy = dev_upload(&pool, dy, n), *gr = dev_garbage(&pool, n);
+    char what[128];
+    ref->gelu_fwd(ref, n, x, r);
+    gpu->gelu_fwd(gpu, n, gx, gr);
+    snprintf(what, sizeof what, "gelu fwd n=%zu (same arithmetic: exact)", n);
+    report_dev(what, gr, r, n, 0.0);
+    ref->gelu_bwd(ref, n, x, dy, r);
+    gpu->gelu_bwd(gpu, n, gx, gdy, gr);
+    snprintf(what, sizeof what, "gelu bwd n=%zu (exact)", n);
+    report_dev(what, gr, r, n, 0.0);
+    free(x), free(dy), free(r);
+    dev_pool_free(&pool);
+}
+
+static void modulate_case(int batch, int tokens, int d, int ld) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t n = (size_t)batch * tokens * d, nm = (size_t)batch * ld;
+    float *x = kt_rand(n, -2, 2), *mod = kt_rand(nm, -1, 1), *dy = kt_rand(n, -1, 1), *h = kt_rand(n, -1, 1);
+    float *y = kt_alloc(n), *dx = kt_alloc(n), *dm = kt_rand(nm, 5, 6), *dm0 = kt_copy(dm, nm), *s = kt_copy(dy, n);
+    float *dh = kt_alloc(n);
+    ref->modulate_fwd(ref, batch, tokens, d, x, mod, mod + d, ld, y);
+    ref->modulate_bwd(ref, batch, tokens, d, x, mod + d, ld, dy, dx, dm, dm + d);
+    ref->gated_add_fwd(ref, batch, tokens, d, h, mod + 2 * d, ld, s);
+    ref->gated_add_bwd(ref, batch, tokens, d, h, mod + 2 * d, ld, dy, dh, dm + 2 * d);
+    float *gx = dev_upload(&pool, x, n), *gm = dev_upload(&pool, mod, nm), *gdy = dev_upload(&pool, dy, n);
+    float *gh = dev_upload(&pool, h, n), *gy = dev_garbage(&pool, n), *gdx = dev_garbage(&pool, n);
+    float *gdm = dev_upload(&pool, dm0, nm), *gs = dev_upload(&pool, dy, n), *gdh = dev_garbage(&pool, n);
+    gpu->modulate_fwd(gpu, batch, tokens, d, gx, gm, gm + d, ld, gy);
+    gpu->modulate_bwd(gpu, batch, tokens, d, gx, gm + d, ld, gdy, gdx, gdm, gdm + d);
+    gpu->gated_add_fwd(gpu, batch, tokens, d, gh, gm + 2 * d, ld, gs);
+    gpu->gated_add_bwd(gpu, batch, tokens, d, gh, gm + 2 * d, ld, gdy, gdh, gdm + 2 * d);
+    char what[200];
+    snprintf(what, sizeof what, "modulate b%d t%d d%d ld%d fwd (exact)", batch, tokens, d, ld);
+    report_dev(what, gy, y, n, 0.0);
+    snprintf(what, sizeof what, "modulate b%d t%d d%d ld%d dx (exact)", batch, tokens, d, ld);
+    report_dev(what, gdx, dx, n, 0.0);
+    snprintf(what, sizeof what, "gated_add b%d t%d d%d ld%d fwd, dh (exact)", batch, tokens, d, ld);
+    float *hs = dl(gs, n), *hdh = dl(gdh, n);
+    kt_report(what, fmax(kt_rel_err(hs, s, n), kt_rel_err(hdh, dh, n)), 0.0);
+    free(hs), free(hdh);
+    /* dshift, dscale, dgate written into their strided columns, the other columns untouched */
+    snprintf(what, sizeof what, "modulate/gated b%d t%d d%d ld%d dshift, dscale, dgate (strided)", batch, tokens, d, ld);
+    report_dev(what, gdm, dm, nm, TOL_RED);
+    float *gdm2 = dev_upload(&pool, dm0, nm);
+    gpu->modulate_bwd(gpu, batch, tokens, d, gx, gm + d, ld, gdy, NULL, gdm2, NULL);
+    gpu->modulate_bwd(gpu, batch, tokens, d, gx, gm + d, ld, gdy, NULL, NULL, gdm2 + d);
+    gpu->gated_add_bwd(gpu, batch, tokens, d, gh, gm + 2 * d, ld, gdy, NULL, gdm2 + 2 * d);
+    snprintf(what, sizeof what, "modulate/gated b%d t%d d%d: NULL outputs skipped, same bits", batch, tokens, d);
+    kt_expect(dev_equal(gdm, gdm2, nm), what);
+    /* in place: dx written over dy (and dh over dy) gives the same bits */
+    float *gio = dev_upload(&pool, dy, n), *gio2 = dev_upload(&pool, dy, n), *gdm3 = dev_upload(&pool, dm0, nm);
+    gpu->modulate_bwd(gpu, batch, tokens, d, gx, gm + d, ld, gio, gio, gdm3, gdm3 + d);
+    gpu->gated_add_bwd(gpu, batch, tokens, d, gh, gm + 2 * d, ld, gio2, gio2, gdm3 + 2 * d);
+    snprintf(what, sizeof what, "modulate/gated b%d t%d d%d: bwd in place (dx = dy) == out of place", batch, tokens,
+             d);
+    kt_expect(dev_equal(gio, gdx, n) && dev_equal(gio2, gdh, n) && dev_equal(gdm3, gdm, nm), what);
+    free(x), free(mod), free(dy), free(h), free(y), free(dx), free(dm), free(dm0), free(s), free(dh);
+    dev_pool_free(&pool);
+}
+
+/* Attention against an oracle (ref, or cpu at sizes the reference is too slow for); twice on the
+ * GPU with the same bits. Large shapes split into head groups and query chunks. */
+static void attention_case(rmx_backend *oracle, int batch, int tokens, int d, int heads, float range) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nq = (size_t)batch * tokens * 3 * d, no = (size_t)batch * tokens * d, nl = (size_t)batch * heads * tokens;
+    float *qkv = kt_rand(nq, -range, range), *dout = kt_rand(no, -1, 1);
+    float *o = kt_alloc(no), *l = kt_alloc(nl), *dq = kt_alloc(nq);
+    float *ows = kt_alloc(oracle->attention_workspace(oracle, batch, tokens, d, heads));
+    oracle->attention_fwd(oracle, batch, tokens, d, heads, qkv, o, l, ows);
+    oracle->attention_bwd(oracle, batch, tokens, d, heads, qkv, o, l, dout, dq, ows);
+    float *gq = dev_upload(&pool, qkv, nq), *gdo = dev_upload(&pool, dout, no);
+    float *go = dev_garbage(&pool, no), *gl = dev_garbage(&pool, nl), *gdq = dev_garbage(&pool, nq);
+    float *gdq2 = dev_garbage(&pool, nq), *go2 = dev_garbage(&pool, no), *gl2 = dev_garbage(&pool, nl);
+    float *gws = dev_garbage(&pool, gpu->attention_workspace(gpu, batch, tokens, d, heads));
+    gpu->attention_fwd(gpu, batch, tokens, d, heads, gq, go, gl, gws);
+    gpu->attention_bwd(gpu, batch, tokens, d, heads, gq, go, gl, gdo, gdq, gws);
+    gpu->attention_fwd(gpu, batch, tokens, d, heads, gq, go2, gl2, gws);
+    gpu->attention_bwd(gpu, batch, tokens, d, heads, gq, go2, gl2, gdo, gdq2, gws);
+    char what[200];
+    const char *vs = oracle == cpu ? " (vs cpu)" : "";
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d out (written)%s", batch, tokens, d, heads, vs);
+    report_dev(what, go, o, no, TOL_ATT);
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d lse (written)%s", batch, tokens, d, heads, vs);
+    report_dev(what, gl, l, nl, TOL_ATT);
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d dqkv (written)%s", batch, tokens, d, heads, vs);
+    report_dev(what, gdq, dq, nq, TOL_ATT);
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d: two runs, same bits", batch, tokens, d, heads);
+    kt_expect(dev_equal(go, go2, no) && dev_equal(gl, gl2, nl) && dev_equal(gdq, gdq2, nq), what);
+    free(qkv), free(dout), free(o), free(l), free(dq), free(ows);
+    dev_pool_free(&pool);
+}
+
+static void embedding_case(int n, int d, int rows) {
+    dev_pool pool = {gpu, {0}, 0};
+    int32_t *idx = calloc(n, sizeof *idx);
+    if (!idx) abort();
+    for (int i = 0; i < n; i++) idx[i] = (int32_t)(kt_uniform() * (rows - 1)); /* last row unused */
+    size_t nt = (size_t)rows * d, ny = (size_t)n * d;
+    float *table = kt_rand(nt, -1, 1), *dy = kt_rand(ny, -1, 1), *y = kt_alloc(ny), *dt = kt_rand(nt, -1, 1);
+    float *dt0 = kt_copy(dt, nt);
+    ref->embedding_fwd(ref, n, d, idx, table, y);
+    ref->embedding_bwd(ref, n, d, rows, idx, dy, dt);
+    int32_t *gidx = dev_upload_ints(&pool, idx, n);
+    float *gt = dev_upload(&pool, table, nt), *gdy = dev_upload(&pool, dy, ny), *gy = dev_garbage(&pool, ny);
+    float *gdt = dev_upload(&pool, dt0, nt);
+    gpu->embedding_fwd(gpu, n, d, gidx, gt, gy);
+    gpu->embedding_bwd(gpu, n, d, rows, gidx, gdy, gdt);
+    char what[200];
+    snprintf(what, sizeof what, "embedding n%d d%d rows%d fwd (exact)", n, d, rows);
+    report_dev(what, gy, y, ny, 0.0);
+    snprintf(what, sizeof what, "embedding n%d d%d rows%d dtable (+=, same order: exact)", n, d, rows);
+    report_dev(what, gdt, dt, nt, 0.0);
+    free(idx), free(table), free(dy), free(y), free(dt), free(dt0);
+    dev_pool_free(&pool);
+}
+
+static void misc_transformer_case(void) {
+    dev_pool pool = {gpu, {0}, 0};
+    char what[200];
+    /* timestep embedding: cos / sin in double on both sides (device libm: last-bit differences) */
+    int n = 9, dim = 256;
+    float *t = kt_rand(n, 0, 999), *te = kt_alloc((size_t)n * dim);
+    t[0] = 0.0f;
+    ref->timestep_embed(ref, n, dim, t, te);
+    float *gt = dev_upload(&pool, t, n), *gte = dev_garbage(&pool, (size_t)n * dim);
+    gpu->timestep_embed(gpu, n, dim, gt, gte);
+    snprintf(what, sizeof what, "timestep_embed n%d dim%d", n, dim);
+    report_dev(what, gte, te, (size_t)n * dim, TOL_LIBM);
+
+    /* patchify / unpatchify, both orders, non-square grid and p = 3 */
+    int shapes[2][5] = {{2, 4, 16, 32, 2}, {1, 3, 9, 6, 3}};
+    for (int k = 0; k < 2; k++)
+        for (int order = 0; order < 2; order++) {
+            int b = shapes[k][0], c = shapes[k][1], h = shapes[k][2], w = shapes[k][3], p = shapes[k][4];
+            size_t m = (size_t)b * c * h * w;
+            float *x = kt_rand(m, -1, 1), *tok = kt_alloc(m);
+            ref->patchify(ref, b, c, h, w, p, order, x, tok);
+            float *gx = dev_upload(&pool, x, m), *gtok = dev_garbage(&pool, m), *gback = dev_garbage(&pool, m);
+            gpu->patchify(gpu, b, c, h, w, p, order, gx, gtok);
+            gpu->unpatchify(gpu, b, c, h, w, p, order, gtok, gback);
+            float *htok = dl(gtok, m), *hback = dl(gback, m);
+            snprintf(what, sizeof what, "patchify %s b%d c%d %dx%d p%d identical; unpatchify inverts it",
+                     order ? "pqc" : "cpq", b, c, h, w, p);
+            kt_expect(!memcmp(htok, tok, m * sizeof *tok) && !memcmp(hback, x, m * sizeof *x), what);
+            free(x), free(tok), free(htok), free(hback);
+            dev_pool_free(&pool);
+        }
+
+    /* add_broadcast, axpby_samples (in place too), ema_update: the same arithmetic, exact */
+    int batch = 5;
+    size_t per = 70001, m = (size_t)batch * per;
+    float *a = kt_rand(per, -1, 1), *y = kt_rand(m, -1, 1), *ga = dev_upload(&pool, a, per), *gyb = dev_upload(&pool, y, m);
+    ref->add_broadcast(ref, batch, per, a, y);
+    gpu->add_broadcast(gpu, batch, per, ga, gyb);
+    snprintf(what, sizeof what, "add_broadcast b%d n%zu (+=, exact)", batch, per);
+    report_dev(what, gyb, y, m, 0.0);
+    float ca[5] = {0.9f, 0.5f, 0.1f, 1.0f, 0.0f}, cb[5] = {0.3f, -0.8f, 0.99f, 0.0f, 1.0f};
+    float *x = kt_rand(m, -1, 1), *e = kt_rand(m, -1, 1), *z = kt_alloc(m);
+    ref->axpby_samples(ref, batch, per, ca, x, cb, e, z);
+    float *gx = dev_upload(&pool, x, m), *ge = dev_upload(&pool, e, m), *gz = dev_garbage(&pool, m);
+    float ca2[5], cb2[5];
+    memcpy(ca2, ca, sizeof ca), memcpy(cb2, cb, sizeof cb);
+    gpu->axpby_samples(gpu, batch, per, ca2, gx, cb2, ge, gz);
+    memset(ca2, 0xff, sizeof ca2), memset(cb2, 0xff, sizeof cb2); /* the caller may reuse them at once */
+    float *hz = dl(gz, m);
+    gpu->axpby_samples(gpu, batch, per, ca, gx, cb, ge, gx); /* in place on x */
+    snprintf(what, sizeof what, "axpby_samples %d x %zu (written, host coefficients reused, in place; exact)", batch,
+             per);
+    float *hx = dl(gx, m);
+    kt_report(what, fmax(kt_rel_err(hz, z, m), kt_rel_err(hx, z, m)), 0.0);
+    free(hz), free(hx);
+    float *pp = kt_rand(m, -1, 1), *em = kt_rand(m, -1, 1), *gp = dev_upload(&pool, pp, m), *gem = dev_upload(&pool, em, m);
+    ref->ema_update(ref, m, 0.9999f, pp, em);
+    gpu->ema_update(gpu, m, 0.9999f, gp, gem);
+    snprintf(what, sizeof what, "ema_update n%zu (exact)", m);
+    report_dev(what, gem, em, m, 0.0);
+    free(t), free(te), free(a), free(y), free(x), free(e), free(z), free(pp), free(em);
+    dev_pool_free(&pool);
+}
+
+static void test_transformer(void) {
+    linear_case(1, 384, 2304);
+    linear_case(37, 19, 23);
+    linear_case(700, 96, 600);
+    linear_case(3, 256, 1);
+    linear_case(5000, 64, 48); /* db over many slices of rows */
+    layernorm_case(1, 384, 0);
+    layernorm_case(37, 19, 3);
+    layernorm_case(1000, 384, -20);
+    layernorm_case(3, 1000, 1); /* rows longer than the warp's stride many times */
+    gelu_case(1001);
+    gelu_case(5000011);
+    modulate_case(2, 37, 24, 6 * 24);
+    modulate_case(3, 513, 48, 3 * 48);
+    modulate_case(1, 1, 5, 5 * 6);
+    modulate_case(2, 9000, 8, 3 * 8); /* many token slices */
+    attention_case(ref, 2, 37, 24, 3, 2);
+    attention_case(ref, 1, 1, 8, 2, 1);
+    attention_case(ref, 2, 130, 64, 2, 2);
+    attention_case(ref, 1, 200, 48, 1, 6);
+    attention_case(cpu, 2, 512, 384, 6, 2);  /* DiT-S */
+    attention_case(cpu, 1, 2048, 256, 16, 2); /* 16 heads x 2048^2 scores: two head groups */
+    attention_case(cpu, 1, 6000, 16, 1, 2);  /* 6000^2 scores: two query chunks, dK, dV added */
+    embedding_case(9, 5, 4);
+    embedding_case(1000, 384, 11);
+    misc_transformer_case();
+}
+
 int main(void) {
     gpu = cuda_or_skip("cuda_ops");
     ref = rmx_backend_ref_create();
@@ -451,6 +749,7 @@ int main(void) {
     test_adamw(1001);
     test_adamw(200003);
     test_randn();
+    test_transformer();
     ref->destroy(ref);
     cpu->destroy(cpu);
     gpu->destroy(gpu);

@@ -6,6 +6,7 @@
  *   GroupNorm 2e-5, reductions 1e-6, everything element-wise 1e-6 (same arithmetic: exact in
  *   practice), quantisation exact. */
 #include "ktest.h"
+#include "kernels/cpu/cpu.h"
 #include "kernels/elementwise.h"
 
 static rmx_backend *ref, *cpu;
@@ -245,6 +246,376 @@ static void test_expf(void) {
               "rmx_expf saturates to 0 and inf, propagates NaN; silu of +-200 and NaN");
 }
 
+/* ---- transformer ops ---- */
+
+#define TOL_GEMM 2e-5
+#define TOL_ATT 3e-5
+
+static int32_t *ialloc(size_t n) {
+    int32_t *p = calloc(n ? n : 1, sizeof(int32_t));
+    if (!p) exit(2);
+    return p;
+}
+
+static void linear_case(int rows, int in, int out) {
+    size_t nx = (size_t)rows * in, nw = (size_t)out * in, ny = (size_t)rows * out;
+    float *x = kt_rand(nx, -1, 1), *w = kt_rand(nw, -0.5f, 0.5f), *b = kt_rand(out, -1, 1), *dy = kt_rand(ny, -1, 1);
+    float *y1 = kt_alloc(ny), *y2 = kt_rand(ny, 5, 6), *dx1 = kt_alloc(nx), *dx2 = kt_rand(nx, 5, 6);
+    float *dw1 = kt_rand(nw, -1, 1), *dw2 = kt_copy(dw1, nw), *db1 = kt_rand(out, -1, 1), *db2 = kt_copy(db1, out);
+    ref->linear_fwd(ref, rows, in, out, x, w, b, y1);
+    cpu->linear_fwd(cpu, rows, in, out, x, w, b, y2);
+    ref->linear_bwd(ref, rows, in, out, x, w, dy, dx1, dw1, db1);
+    cpu->linear_bwd(cpu, rows, in, out, x, w, dy, dx2, dw2, db2);
+    char what[200];
+    snprintf(what, sizeof what, "linear rows%d %d -> %d fwd (written)", rows, in, out);
+    kt_report(what, kt_rel_err(y2, y1, ny), TOL_GEMM);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d dx (written)", rows, in, out);
+    kt_report(what, kt_rel_err(dx2, dx1, nx), TOL_GEMM);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d dw, db (+=)", rows, in, out);
+    kt_report(what, fmax(kt_rel_err(dw2, dw1, nw), kt_rel_err(db2, db1, out)), TOL_GEMM);
+    ref->linear_fwd(ref, rows, in, out, x, w, NULL, y1);
+    cpu->linear_fwd(cpu, rows, in, out, x, w, NULL, y2);
+    snprintf(what, sizeof what, "linear rows%d %d -> %d fwd, no bias", rows, in, out);
+    kt_report(what, kt_rel_err(y2, y1, ny), TOL_GEMM);
+    free(x), free(w), free(b), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(dw1), free(dw2), free(db1);
+    free(db2);
+}
+
+static void layernorm_case(int rows, int d, float offset) {
+    size_t n = (size_t)rows * d;
+    float *x = kt_rand(n, offset - 2, offset + 2), *dy = kt_rand(n, -1, 1);
+    float *y1 = kt_alloc(n), *y2 = kt_rand(n, 5, 6), *r1 = kt_alloc(rows), *r2 = kt_rand(rows, 5, 6);
+    float *dx1 = kt_alloc(n), *dx2 = kt_rand(n, 5, 6);
+    ref->layernorm_fwd(ref, rows, d, 1e-6f, x, y1, r1);
+    cpu->layernorm_fwd(cpu, rows, d, 1e-6f, x, y2, r2);
+    ref->layernorm_bwd(ref, rows, d, y1, r1, dy, dx1);
+    cpu->layernorm_bwd(cpu, rows, d, y1, r1, dy, dx2);
+    char what[200];
+    snprintf(what, sizeof what, "layernorm rows%d d%d mean%+.0f y, rstd (written)", rows, d, offset);
+    kt_report(what, fmax(kt_rel_err(y2, y1, n), kt_rel_err(r2, r1, rows)), TOL_NORM);
+    snprintf(what, sizeof what, "layernorm rows%d d%d mean%+.0f dx (written)", rows, d, offset);
+    kt_report(what, kt_rel_err(dx2, dx1, n), TOL_NORM);
+    free(x), free(dy), free(y1), free(y2), free(r1), free(r2), free(dx1), free(dx2);
+}
+
+static void gelu_case(size_t n) {
+    float *x = kt_rand(n, -10, 10), *dy = kt_rand(n, -1, 1), *r1 = kt_alloc(n), *r2 = kt_rand(n, 5, 6);
+    char what[128];
+    ref->gelu_fwd(ref, n, x, r1);
+    cpu->gelu_fwd(cpu, n, x, r2);
+    snprintf(what, sizeof what, "gelu fwd n=%zu", n);
+    kt_report(what, kt_rel_err(r2, r1, n), 0.0);
+    ref->gelu_bwd(ref, n, x, dy, r1);
+    cpu->gelu_bwd(cpu, n, x, dy, r2);
+    snprintf(what, sizeof what, "gelu bwd n=%zu", n);
+    kt_report(what, kt_rel_err(r2, r1, n), 0.0);
+    free(x), free(dy), free(r1), free(r2);
+}
+
+/* The tanh-GELU itself against PyTorch's formula 0.5 x (1 + tanh(u)) in double, and its derivative. */
+static void test_gelu_formula(void) {
+    double err = 0.0, derr = 0.0;
+    for (int i = 0; i <= 200000; i++) {
+        float x = -12.0f + 24.0f * (float)i / 200000.0f;
+        double xd = x, u = 0.7978845608028654 * (xd + 0.044715 * xd * xd * xd);
+        double want = 0.5 * xd * (1.0 + tanh(u));
+        double du = 0.7978845608028654 * (1.0 + 3.0 * 0.044715 * xd * xd), th = tanh(u);
+        double dwant = 0.5 * (1.0 + th) + 0.5 * xd * (1.0 - th * th) * du;
+        err = fmax(err, fabs((double)rmx_gelu(x) - want) / fmax(1.0, fabs(want)));
+        derr = fmax(derr, fabs((double)rmx_gelu_grad(x) - dwant) / fmax(1.0, fabs(dwant)));
+    }
+    kt_report("rmx_gelu on [-12, 12] vs 0.5 x (1 + tanh u) in double", err, 1e-6);
+    kt_report("rmx_gelu_grad on [-12, 12] vs the derivative in double", derr, 4e-6);
+    kt_expect(rmx_gelu(-200.0f) == 0.0f && rmx_gelu(200.0f) == 200.0f && rmx_gelu_grad(-200.0f) == 0.0f &&
+                  rmx_gelu_grad(200.0f) == 1.0f && isnan(rmx_gelu(NAN)),
+              "rmx_gelu saturates to 0 and x (gradient 0 and 1), propagates NaN");
+}
+
+static void modulate_case(int batch, int tokens, int d, int ld) {
+    size_t n = (size_t)batch * tokens * d, nm = (size_t)batch * ld;
+    float *x = kt_rand(n, -2, 2), *mod = kt_rand(nm, -1, 1), *dy = kt_rand(n, -1, 1);
+    float *y1 = kt_alloc(n), *y2 = kt_rand(n, 5, 6), *dx1 = kt_alloc(n), *dx2 = kt_rand(n, 5, 6);
+    float *dm1 = kt_rand(nm, 5, 6), *dm2 = kt_copy(dm1, nm);
+    ref->modulate_fwd(ref, batch, tokens, d, x, mod, mod + d, ld, y1);
+    cpu->modulate_fwd(cpu, batch, tokens, d, x, mod, mod + d, ld, y2);
+    ref->modulate_bwd(ref, batch, tokens, d, x, mod + d, ld, dy, dx1, dm1, dm1 + d);
+    cpu->modulate_bwd(cpu, batch, tokens, d, x, mod + d, ld, dy, dx2, dm2, dm2 + d);
+    char what[200];
+    snprintf(what, sizeof what, "modulate b%d t%d d%d ld%d fwd", batch, tokens, d, ld);
+    kt_report(what, kt_rel_err(y2, y1, n), 0.0);
+    snprintf(what, sizeof what, "modulate b%d t%d d%d ld%d dx, dshift, dscale", batch, tokens, d, ld);
+    kt_report(what, fmax(kt_rel_err(dx2, dx1, n), kt_rel_err(dm2, dm1, nm)), TOL_RED);
+    /* gated residual on the stream y1 (as h: x) with the gate at column 2d */
+    float *s1 = kt_copy(dy, n), *s2 = kt_copy(dy, n);
+    ref->gated_add_fwd(ref, batch, tokens, d, x, mod + 2 * d, ld, s1);
+    cpu->gated_add_fwd(cpu, batch, tokens, d, x, mod + 2 * d, ld, s2);
+    snprintf(what, sizeof what, "gated_add b%d t%d d%d ld%d fwd (in place +=)", batch, tokens, d, ld);
+    kt_report(what, kt_rel_err(s2, s1, n), 0.0);
+    ref->gated_add_bwd(ref, batch, tokens, d, x, mod + 2 * d, ld, dy, dx1, dm1 + 2 * d);
+    cpu->gated_add_bwd(cpu, batch, tokens, d, x, mod + 2 * d, ld, dy, dx2, dm2 + 2 * d);
+    snprintf(what, sizeof what, "gated_add b%d t%d d%d ld%d dh, dgate", batch, tokens, d, ld);
+    kt_report(what, fmax(kt_rel_err(dx2, dx1, n), kt_rel_err(dm2, dm1, nm)), TOL_RED);
+    /* in place (the input gradient written over dy): the same bits as out of place */
+    int same = 1;
+    for (int k = 0; k < 2; k++) {
+        rmx_backend *be = k ? cpu : ref;
+        float *io = kt_copy(dy, n), *o1 = kt_alloc(n), *m1 = kt_alloc(nm), *m2 = kt_alloc(nm);
+        be->modulate_bwd(be, batch, tokens, d, x, mod + d, ld, dy, o1, m1, m1 + d);
+        be->modulate_bwd(be, batch, tokens, d, x, mod + d, ld, io, io, m2, m2 + d);
+        same &= !memcmp(io, o1, n * sizeof *io) && !memcmp(m1, m2, nm * sizeof *m1);
+        memcpy(io, dy, n * sizeof *io);
+        be->gated_add_bwd(be, batch, tokens, d, x, mod + 2 * d, ld, dy, o1, m1 + 2 * d);
+        be->gated_add_bwd(be, batch, tokens, d, x, mod + 2 * d, ld, io, io, m2 + 2 * d);
+        same &= !memcmp(io, o1, n * sizeof *io) && !memcmp(m1, m2, nm * sizeof *m1);
+        free(io), free(o1), free(m1), free(m2);
+    }
+    snprintf(what, sizeof what, "modulate, gated_add b%d t%d d%d bwd in place (dx = dy) == out of place", batch,
+             tokens, d);
+    kt_expect(same, what);
+    free(x), free(mod), free(dy), free(y1), free(y2), free(dx1), free(dx2), free(dm1), free(dm2), free(s1), free(s2);
+}
+
+/* Attention written the way PyTorch states it, independently of the backends: q, k, v split from
+ * qkv by reshape(B, N, 3, H, hd).permute(2, 0, 3, 1, 4), S = q k^T hd^-0.5, P = softmax(S) over full
+ * rows, O = P v, out = O.transpose(1, 2).reshape(B, N, d); everything in double. */
+static void naive_attention(int B, int N, int d, int H, const float *qkv, double *out, double *lse) {
+    int hd = d / H;
+    double *q = calloc((size_t)N * hd, sizeof(double)), *k = calloc((size_t)N * hd, sizeof(double));
+    double *v = calloc((size_t)N * hd, sizeof(double)), *S = calloc((size_t)N * N, sizeof(double));
+    if (!q || !k || !v || !S) exit(2);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++) {
+            for (int n = 0; n < N; n++)
+                for (int c = 0; c < hd; c++) {
+                    /* reshape (B, N, 3, H, hd): element (b, n, s, h, c) */
+                    q[(size_t)n * hd + c] = qkv[((((size_t)b * N + n) * 3 + 0) * H + h) * hd + c];
+                    k[(size_t)n * hd + c] = qkv[((((size_t)b * N + n) * 3 + 1) * H + h) * hd + c];
+                    v[(size_t)n * hd + c] = qkv[((((size_t)b * N + n) * 3 + 2) * H + h) * hd + c];
+                }
+            for (int i = 0; i < N; i++) {
+                double mx = -INFINITY, sum = 0.0;
+                for (int j = 0; j < N; j++) {
+                    double s = 0.0;
+                    for (int c = 0; c < hd; c++) s += q[(size_t)i * hd + c] * k[(size_t)j * hd + c];
+                    S[(size_t)i * N + j] = s / sqrt((double)hd);
+                    mx = fmax(mx, S[(size_t)i * N + j]);
+                }
+                for (int j = 0; j < N; j++) sum += exp(S[(size_t)i * N + j] - mx);
+                lse[((size_t)b * H + h) * N + i] = mx + log(sum);
+                for (int c = 0; c < hd; c++) {
+                    double o = 0.0;
+                    for (int j = 0; j < N; j++) o += exp(S[(size_t)i * N + j] - mx) / sum * v[(size_t)j * hd + c];
+                    out[((size_t)b * N + i) * d + h * hd + c] = o;
+                }
+            }
+        }
+    free(q), free(k), free(v), free(S);
+}
+
+static void attention_case(int batch, int tokens, int d, int heads, float range, int naive) {
+    size_t nq = (size_t)batch * tokens * 3 * d, no = (size_t)batch * tokens * d, nl = (size_t)batch * heads * tokens;
+    float *qkv = kt_rand(nq, -range, range), *dout = kt_rand(no, -1, 1);
+    float *o1 = kt_alloc(no), *o2 = kt_rand(no, 5, 6), *l1 = kt_alloc(nl), *l2 = kt_rand(nl, 5, 6);
+    float *dq1 = kt_alloc(nq), *dq2 = kt_rand(nq, 5, 6);
+    float *ws = kt_rand(cpu->attention_workspace(cpu, batch, tokens, d, heads), 5, 6);
+    ref->attention_fwd(ref, batch, tokens, d, heads, qkv, o1, l1, NULL);
+    cpu->attention_fwd(cpu, batch, tokens, d, heads, qkv, o2, l2, ws);
+    ref->attention_bwd(ref, batch, tokens, d, heads, qkv, o1, l1, dout, dq1, NULL);
+    cpu->attention_bwd(cpu, batch, tokens, d, heads, qkv, o2, l2, dout, dq2, ws);
+    char what[200];
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d |qkv|<%.0f out (written)", batch, tokens, d, heads, range);
+    kt_report(what, kt_rel_err(o2, o1, no), TOL_ATT);
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d lse (written)", batch, tokens, d, heads);
+    kt_report(what, kt_rel_err(l2, l1, nl), TOL_ATT);
+    snprintf(what, sizeof what, "attention b%d t%d d%d h%d dqkv (written)", batch, tokens, d, heads);
+    kt_report(what, kt_rel_err(dq2, dq1, nq), 5e-5);
+    if (naive) {
+        double *no_ = calloc(no, sizeof(double)), *nl_ = calloc(nl, sizeof(double));
+        if (!no_ || !nl_) exit(2);
+        naive_attention(batch, tokens, d, heads, qkv, no_, nl_);
+        snprintf(what, sizeof what, "attention b%d t%d d%d h%d: ref out, lse vs PyTorch's formula", batch, tokens,
+                 d, heads);
+        kt_report(what, fmax(kt_rel_err_d(o1, no_, no), kt_rel_err_d(l1, nl_, nl)), 1e-6);
+        free(no_), free(nl_);
+    }
+    free(qkv), free(dout), free(o1), free(o2), free(l1), free(l2), free(dq1), free(dq2), free(ws);
+}
+
+static void embedding_case(int n, int d, int rows) {
+    int32_t *idx = ialloc(n);
+    for (int i = 0; i < n; i++) idx[i] = (int32_t)(kt_uniform() * (rows - 1)); /* the last row unused */
+    float *table = kt_rand((size_t)rows * d, -1, 1), *dy = kt_rand((size_t)n * d, -1, 1);
+    float *y1 = kt_alloc((size_t)n * d), *y2 = kt_rand((size_t)n * d, 5, 6);
+    float *dt1 = kt_rand((size_t)rows * d, -1, 1), *dt2 = kt_copy(dt1, (size_t)rows * d);
+    ref->embedding_fwd(ref, n, d, idx, table, y1);
+    cpu->embedding_fwd(cpu, n, d, idx, table, y2);
+    ref->embedding_bwd(ref, n, d, rows, idx, dy, dt1);
+    cpu->embedding_bwd(cpu, n, d, rows, idx, dy, dt2);
+    char what[200];
+    snprintf(what, sizeof what, "embedding n%d d%d rows%d fwd identical, dtable (+=)", n, d, rows);
+    kt_report(what, kt_rel_err(y2, y1, (size_t)n * d) + kt_rel_err(dt2, dt1, (size_t)rows * d), 0.0);
+    free(idx), free(table), free(dy), free(y1), free(y2), free(dt1), free(dt2);
+}
+
+static void timestep_case(int n, int dim) {
+    float *t = kt_rand(n, 0, 999), *y1 = kt_alloc((size_t)n * dim), *y2 = kt_rand((size_t)n * dim, 5, 6);
+    t[0] = 0.0f, t[n - 1] = 999.0f;
+    ref->timestep_embed(ref, n, dim, t, y1);
+    cpu->timestep_embed(cpu, n, dim, t, y2);
+    char what[200];
+    snprintf(what, sizeof what, "timestep_embed n%d dim%d identical", n, dim);
+    kt_report(what, kt_rel_err(y2, y1, (size_t)n * dim), 0.0);
+    /* DiT's formula: freqs = exp(-ln(10000) arange(half) / half) in float32, args = t freqs,
+     * [cos(args), sin(args)]; here in double from the same float arguments */
+    int half = dim / 2;
+    double err = 0.0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < half; j++) {
+            float f = (float)exp(-log(10000.0) * j / half), arg = t[i] * f;
+            err = fmax(err, fabs(y1[(size_t)i * dim + j] - cos((double)arg)));
+            err = fmax(err, fabs(y1[(size_t)i * dim + half + j] - sin((double)arg)));
+        }
+    snprintf(what, sizeof what, "timestep_embed n%d dim%d: [cos, sin] of t exp(-ln(1e4) j / half)", n, dim);
+    kt_report(what, err, 1.2e-7);
+    free(t), free(y1), free(y2);
+}
+
+static void patch_case(int batch, int c, int h, int w, int p) {
+    size_t n = (size_t)batch * c * h * w;
+    for (int order = 0; order < 2; order++) {
+        float *x = kt_rand(n, -1, 1), *t1 = kt_alloc(n), *t2 = kt_rand(n, 5, 6), *x1 = kt_alloc(n), *x2 = kt_rand(n, 5, 6);
+        ref->patchify(ref, batch, c, h, w, p, order, x, t1);
+        cpu->patchify(cpu, batch, c, h, w, p, order, x, t2);
+        ref->unpatchify(ref, batch, c, h, w, p, order, t1, x1);
+        cpu->unpatchify(cpu, batch, c, h, w, p, order, t1, x2);
+        /* the layout, element by element from the definition: token (gy, gx) row-major over the
+         * grid; feature (c, py, px) for cpq, (py, px, c) for pqc */
+        int ok = 1, gw = w / p, gh = h / p;
+        for (int b = 0; b < batch; b++)
+            for (int ch = 0; ch < c; ch++)
+                for (int yy = 0; yy < h; yy++)
+                    for (int xx = 0; xx < w; xx++) {
+                        size_t tok = ((size_t)b * gh + yy / p) * gw + xx / p;
+                        int py = yy % p, px = xx % p;
+                        size_t f = order == RMX_PATCH_CPQ ? ((size_t)ch * p + py) * p + px : ((size_t)py * p + px) * c + ch;
+                        ok &= t1[tok * c * p * p + f] == x[(((size_t)b * c + ch) * h + yy) * w + xx];
+                    }
+        char what[200];
+        snprintf(what, sizeof what, "patchify %s b%d c%d %dx%d p%d: layout, cpu identical, unpatchify inverts",
+                 order ? "pqc" : "cpq", batch, c, h, w, p);
+        kt_expect(ok && !memcmp(t1, t2, n * sizeof *t1) && !memcmp(x1, x, n * sizeof *x1) &&
+                      !memcmp(x2, x, n * sizeof *x2),
+                  what);
+        free(x), free(t1), free(t2), free(x1), free(x2);
+    }
+}
+
+static void misc_case(int batch, size_t n) {
+    float *a = kt_rand(n, -1, 1), *y1 = kt_rand((size_t)batch * n, -1, 1), *y2 = kt_copy(y1, (size_t)batch * n);
+    ref->add_broadcast(ref, batch, n, a, y1);
+    cpu->add_broadcast(cpu, batch, n, a, y2);
+    char what[200];
+    snprintf(what, sizeof what, "add_broadcast b%d n%zu (+=)", batch, n);
+    kt_report(what, kt_rel_err(y2, y1, (size_t)batch * n), 0.0);
+    float ca[5] = {0.9f, 0.5f, 0.1f, 1.0f, 0.0f}, cb[5] = {0.3f, -0.8f, 0.99f, 0.0f, 1.0f};
+    int ns = batch < 5 ? batch : 5;
+    size_t m = (size_t)ns * n;
+    float *x = kt_rand(m, -1, 1), *e = kt_rand(m, -1, 1), *z1 = kt_alloc(m), *z2 = kt_rand(m, 5, 6);
+    ref->axpby_samples(ref, ns, n, ca, x, cb, e, z1);
+    cpu->axpby_samples(cpu, ns, n, ca, x, cb, e, z2);
+    float *xi = kt_copy(x, m), *ei = kt_copy(e, m);
+    cpu->axpby_samples(cpu, ns, n, ca, xi, cb, e, xi); /* y = x */
+    cpu->axpby_samples(cpu, ns, n, ca, x, cb, ei, ei); /* y = e */
+    snprintf(what, sizeof what, "axpby_samples n%d x %zu (written; in place on x and on e)", ns, n);
+    kt_report(what, fmax(kt_rel_err(z2, z1, m), fmax(kt_rel_err(xi, z1, m), kt_rel_err(ei, z1, m))), 0.0);
+    float *p = kt_rand(m, -1, 1), *e1 = kt_rand(m, -1, 1), *e2 = kt_copy(e1, m);
+    ref->ema_update(ref, m, 0.9999f, p, e1);
+    cpu->ema_update(cpu, m, 0.9999f, p, e2);
+    snprintf(what, sizeof what, "ema_update n%zu", m);
+    kt_report(what, kt_rel_err(e2, e1, m), 0.0);
+    free(a), free(y1), free(y2), free(x), free(e), free(z1), free(z2), free(xi), free(ei), free(p), free(e1), free(e2);
+}
+
+/* rmx_cpu_sgemm (the transformer ops' GEMM: AVX-512 micro-kernels, or OpenBLAS under
+ * RMX_CPU_GENERIC) against a double-precision triple loop: every transpose combination, alpha and
+ * beta (beta 0 must not read C: it starts as NaN), leading dimensions wider than the matrices, and
+ * sizes that cross the blocking (edges of the 12 x 32 tiles, several K, M and N blocks). */
+static void gemm_case(int ta, int tb, int m, int n, int k, float alpha, float beta) {
+    int lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 5, ldc = n + 7;
+    size_t na = (size_t)(ta ? k : m) * lda, nb = (size_t)(tb ? n : k) * ldb, nc = (size_t)m * ldc;
+    float *a = kt_rand(na, -1, 1), *b = kt_rand(nb, -1, 1), *c = kt_rand(nc, -1, 1);
+    if (beta == 0.0f)
+        for (size_t i = 0; i < nc; i++) c[i] = NAN;
+    float *c0 = kt_copy(c, nc);
+    double *want = calloc((size_t)m * n, sizeof(double));
+    float *got = kt_alloc((size_t)m * n), *wantf = kt_alloc((size_t)m * n);
+    if (!want) exit(2);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            double acc = 0.0;
+            for (int q = 0; q < k; q++)
+                acc += (double)(ta ? a[(size_t)q * lda + i] : a[(size_t)i * lda + q]) *
+                       (tb ? b[(size_t)j * ldb + q] : b[(size_t)q * ldb + j]);
+            want[(size_t)i * n + j] = alpha * acc + (beta == 0.0f ? 0.0 : (double)beta * c[(size_t)i * ldc + j]);
+        }
+    rmx_cpu_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    int pad_ok = 1;
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < n; j++) got[(size_t)i * n + j] = c[(size_t)i * ldc + j], wantf[(size_t)i * n + j] = (float)want[(size_t)i * n + j];
+        for (int j = n; j < ldc; j++) pad_ok &= !memcmp(&c[(size_t)i * ldc + j], &c0[(size_t)i * ldc + j], sizeof(float));
+    }
+    char what[200];
+    snprintf(what, sizeof what, "rmx_cpu_sgemm %c%c m%d n%d k%d alpha %.2g beta %.2g", ta ? 'T' : 'N', tb ? 'T' : 'N',
+             m, n, k, alpha, beta);
+    kt_report(what, pad_ok ? kt_rel_err_d(got, want, (size_t)m * n) : INFINITY, TOL_GEMM);
+    free(a), free(b), free(c), free(c0), free(want), free(got), free(wantf);
+}
+
+static void test_gemm(void) {
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++) {
+            gemm_case(ta, tb, 13, 35, 17, 1.0f, 0.0f);
+            gemm_case(ta, tb, 1, 1, 1, 0.5f, 1.0f);
+            gemm_case(ta, tb, 150, 1030, 300, 0.125f, 1.0f); /* 2 M blocks, 2 N blocks, 2 K blocks */
+            gemm_case(ta, tb, 37, 64, 513, -1.5f, 0.5f);     /* 3 K blocks, general beta */
+        }
+    gemm_case(0, 0, 7, 5, 0, 1.0f, 0.0f); /* k = 0: C = beta C, zeros for beta 0 */
+    gemm_case(0, 1, 24, 32, 64, 1.0f, 0.0f); /* exact tiles */
+}
+
+static void test_transformer(void) {
+    test_gemm();
+    linear_case(1, 384, 2304); /* the adaLN linear at batch 1 */
+    linear_case(37, 19, 23);
+    linear_case(700, 96, 600);  /* several row chunks and column tiles */
+    linear_case(3, 256, 1);     /* one output */
+    linear_case(300, 1, 40);    /* one input */
+    layernorm_case(1, 384, 0);
+    layernorm_case(37, 19, 3);
+    layernorm_case(500, 384, -20);
+    gelu_case(1001);
+    gelu_case(300007);
+    test_gelu_formula();
+    modulate_case(2, 37, 24, 6 * 24);
+    modulate_case(3, 513, 48, 3 * 48);
+    modulate_case(1, 1, 5, 5 * 6);
+    attention_case(2, 37, 24, 3, 2, 1);   /* odd token count */
+    attention_case(1, 1, 8, 2, 1, 1);     /* one token */
+    attention_case(2, 130, 64, 2, 2, 1);  /* tokens past a block boundary */
+    attention_case(1, 200, 48, 1, 6, 0);  /* sharp softmax (large scores) */
+    attention_case(3, 64, 32, 4, 2, 0);   /* exactly one block */
+    attention_case(1, 513, 64, 2, 2, 0);
+    embedding_case(9, 5, 4);
+    embedding_case(1000, 384, 11);
+    timestep_case(7, 256);
+    timestep_case(1, 8);
+    patch_case(2, 3, 4, 6, 2);
+    patch_case(2, 4, 16, 32, 2); /* the latent grid: non-square */
+    patch_case(1, 2, 9, 6, 3);
+    misc_case(3, 1001);
+    misc_case(8, 70000);
+}
+
 int main(void) {
     ref = rmx_backend_ref_create();
     cpu = rmx_backend_cpu_create(2);
@@ -267,6 +638,7 @@ int main(void) {
     test_adamw(1001);
     test_adamw(200003);
     test_randn();
+    test_transformer();
     ref->destroy(ref);
     cpu->destroy(cpu);
     return kt_finish("kernels_cpu_vs_ref");

@@ -10,7 +10,11 @@
  * Tolerances are relative to the largest finite-difference gradient and sit about ten times above
  * the errors seen (the float rounding of y divided by the step): 2e-4 for the linear ops
  * (convolution, upsampling, dgamma, dbeta), 5e-4 for GroupNorm's dx and the losses, 1e-3 for the
- * sampler, 3e-3 for SiLU (differenced with a smaller step, 1e-3, to keep curvature out). */
+ * sampler, 3e-3 for SiLU and GELU (differenced with a smaller step, 1e-3, to keep curvature out).
+ *
+ * The transformer ops (linear, layernorm, gelu, modulate, gated_add, attention, embedding) are
+ * checked the same way, with the adaLN column blocks at an offset and a leading dimension wider
+ * than d; patchify and unpatchify, permutations, are checked as each other's inverse and adjoint. */
 #include "ktest.h"
 
 static rmx_backend *ref;
@@ -325,6 +329,288 @@ static void mse_check(rmx_backend *be) {
     free(c.xhat), free(c.x), free(g), free(d), free(d2);
 }
 
+/* ---- transformer ops ---- */
+
+/* A host int32 array (the ref and cpu backends read host memory). */
+static int32_t *ialloc(size_t n) {
+    int32_t *p = calloc(n ? n : 1, sizeof(int32_t));
+    if (!p) exit(2);
+    return p;
+}
+
+typedef struct {
+    int rows, in, out;
+    float *x, *w, *b, *y, *r;
+} lin_ctx;
+
+static double lin_eval(void *vc) {
+    lin_ctx *c = vc;
+    ref->linear_fwd(ref, c->rows, c->in, c->out, c->x, c->w, c->b, c->y);
+    return proj(c->y, c->r, (size_t)c->rows * c->out);
+}
+
+static void linear_check(rmx_backend *be, int rows, int in, int out) {
+    lin_ctx c = {rows, in, out, NULL, NULL, NULL, NULL, NULL};
+    size_t nx = (size_t)rows * in, nw = (size_t)out * in, ny = (size_t)rows * out;
+    c.x = kt_rand(nx, -1, 1), c.w = kt_rand(nw, -1, 1), c.b = kt_rand(out, -1, 1);
+    c.y = kt_alloc(ny), c.r = kt_rand(ny, -1, 1);
+    double *gx = dalloc(nx), *gw = dalloc(nw), *gb = dalloc(out);
+    fd_grad(lin_eval, &c, c.x, nx, 1e-2f, gx);
+    fd_grad(lin_eval, &c, c.w, nw, 1e-2f, gw);
+    fd_grad(lin_eval, &c, c.b, out, 1e-2f, gb);
+    /* dw, db accumulate onto what is there: start from random values, compare the increment */
+    float *dx = kt_rand(nx, 7, 8), *dw0 = kt_rand(nw, -1, 1), *db0 = kt_rand(out, -1, 1);
+    float *dw = kt_copy(dw0, nw), *db = kt_copy(db0, out);
+    be->linear_bwd(be, rows, in, out, c.x, c.w, c.r, dx, dw, db);
+    float *ddw = kt_alloc(nw), *ddb = kt_alloc(out);
+    for (size_t i = 0; i < nw; i++) ddw[i] = dw[i] - dw0[i];
+    for (int i = 0; i < out; i++) ddb[i] = db[i] - db0[i];
+    char what[160], line[260];
+    snprintf(what, sizeof what, "%s linear rows%d %d -> %d", be->name, rows, in, out);
+    snprintf(line, sizeof line, "%s dx (written)", what);
+    kt_report(line, kt_rel_err_d(dx, gx, nx), 2e-4);
+    snprintf(line, sizeof line, "%s dw (+=)", what);
+    kt_report(line, kt_rel_err_d(ddw, gw, nw), 2e-4);
+    snprintf(line, sizeof line, "%s db (+=)", what);
+    kt_report(line, kt_rel_err_d(ddb, gb, out), 2e-4);
+    /* NULL skips: dx alone leaves dw, db; dw alone leaves db and writes no dx */
+    float *dw1 = kt_copy(dw, nw), *db1 = kt_copy(db, out), *dx2 = kt_rand(nx, 7, 8);
+    be->linear_bwd(be, rows, in, out, c.x, c.w, c.r, dx2, NULL, NULL);
+    int ok = all_equal(dw1, dw, nw) && all_equal(db1, db, out) && kt_rel_err(dx2, dx, nx) <= 1e-6;
+    be->linear_bwd(be, rows, in, out, c.x, c.w, c.r, NULL, dw1, NULL);
+    be->linear_bwd(be, rows, in, out, c.x, c.w, c.r, NULL, NULL, db1);
+    for (size_t i = 0; i < nw; i++) ddw[i] = dw0[i] + 2.0f * ddw[i];
+    for (int i = 0; i < out; i++) ddb[i] = db0[i] + 2.0f * ddb[i];
+    ok = ok && kt_rel_err(dw1, ddw, nw) <= 1e-5 && kt_rel_err(db1, ddb, out) <= 1e-5;
+    snprintf(line, sizeof line, "%s: NULL dx / dw / db skipped, 2 calls = 2x dw, db", what);
+    kt_expect(ok, line);
+    free(c.x), free(c.w), free(c.b), free(c.y), free(c.r), free(gx), free(gw), free(gb);
+    free(dx), free(dw0), free(db0), free(dw), free(db), free(ddw), free(ddb), free(dw1), free(db1), free(dx2);
+}
+
+typedef struct {
+    int rows, d;
+    float *x, *y, *rstd, *r;
+} ln_ctx;
+
+static double ln_eval(void *vc) {
+    ln_ctx *c = vc;
+    ref->layernorm_fwd(ref, c->rows, c->d, 1e-6f, c->x, c->y, c->rstd);
+    return proj(c->y, c->r, (size_t)c->rows * c->d);
+}
+
+static void layernorm_check(rmx_backend *be, int rows, int d, float offset) {
+    size_t n = (size_t)rows * d;
+    ln_ctx c = {rows, d, kt_rand(n, offset - 2, offset + 2), kt_alloc(n), kt_alloc(rows), kt_rand(n, -1, 1)};
+    double *g = dalloc(n);
+    fd_grad(ln_eval, &c, c.x, n, 1e-2f, g);
+    ln_eval(&c); /* y and rstd of the unperturbed input */
+    float *dx = kt_rand(n, 7, 8);
+    be->layernorm_bwd(be, rows, d, c.y, c.rstd, c.r, dx);
+    char line[200];
+    snprintf(line, sizeof line, "%s layernorm rows%d d%d mean%+.0f dx (written)", be->name, rows, d, offset);
+    kt_report(line, kt_rel_err_d(dx, g, n), 5e-4);
+    free(c.x), free(c.y), free(c.rstd), free(c.r), free(g), free(dx);
+}
+
+static double gelu_eval(void *vc) {
+    ew_ctx *c = vc;
+    ref->gelu_fwd(ref, c->n, c->x, c->y);
+    return proj(c->y, c->r, c->n);
+}
+
+static void gelu_check(rmx_backend *be) {
+    ew_ctx c = {500, 0, 0, 0, 0, kt_rand(500, -6, 6), kt_alloc(500), kt_rand(500, -1, 1)};
+    double *g = dalloc(c.n);
+    fd_grad(gelu_eval, &c, c.x, c.n, 1e-3f, g);
+    float *dx = kt_rand(c.n, 7, 8);
+    be->gelu_bwd(be, c.n, c.x, c.r, dx);
+    char line[160];
+    snprintf(line, sizeof line, "%s gelu n=500 dx (written)", be->name);
+    kt_report(line, kt_rel_err_d(dx, g, c.n), 3e-3);
+    free(c.x), free(c.y), free(c.r), free(g), free(dx);
+}
+
+/* modulate and gated_add read shift / scale / gate as column blocks of an adaLN output
+ * mod [batch, ld]; the checks use ld = 6d with the blocks at columns d, 3d and 5d. */
+typedef struct {
+    int batch, tokens, d, ld;
+    float *x, *mod, *y, *y0, *r;
+} mod_ctx;
+
+static double mod_eval(void *vc) {
+    mod_ctx *c = vc;
+    ref->modulate_fwd(ref, c->batch, c->tokens, c->d, c->x, c->mod + c->d, c->mod + 3 * c->d, c->ld, c->y);
+    return proj(c->y, c->r, (size_t)c->batch * c->tokens * c->d);
+}
+
+static double gate_eval(void *vc) {
+    mod_ctx *c = vc;
+    size_t n = (size_t)c->batch * c->tokens * c->d;
+    memcpy(c->y, c->y0, n * sizeof(float));
+    ref->gated_add_fwd(ref, c->batch, c->tokens, c->d, c->x, c->mod + 5 * c->d, c->ld, c->y);
+    return proj(c->y, c->r, n);
+}
+
+static void modulate_check(rmx_backend *be, int batch, int tokens, int d) {
+    int ld = 6 * d;
+    size_t n = (size_t)batch * tokens * d, nm = (size_t)batch * ld;
+    mod_ctx c = {batch, tokens, d, ld, kt_rand(n, -2, 2), kt_rand(nm, -1, 1), kt_alloc(n), kt_rand(n, -1, 1),
+                 kt_rand(n, -1, 1)};
+    double *gx = dalloc(n), *gm = dalloc(nm);
+    fd_grad(mod_eval, &c, c.x, n, 1e-2f, gx);
+    fd_grad(mod_eval, &c, c.mod, nm, 1e-2f, gm);
+    float *dx = kt_rand(n, 7, 8), *dmod = kt_rand(nm, 7, 8), *dmod0 = kt_copy(dmod, nm);
+    be->modulate_bwd(be, batch, tokens, d, c.x, c.mod + 3 * d, ld, c.r, dx, dmod + d, dmod + 3 * d);
+    char what[160], line[260];
+    snprintf(what, sizeof what, "%s modulate b%d t%d d%d ld%d", be->name, batch, tokens, d, ld);
+    snprintf(line, sizeof line, "%s dx (written)", what);
+    kt_report(line, kt_rel_err_d(dx, gx, n), 2e-4);
+    /* the shift and scale columns (written) against differences; every other column untouched */
+    float *got = kt_alloc(nm);
+    double *want = dalloc(nm);
+    int untouched = 1;
+    size_t k = 0;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < ld; j++) {
+            size_t e = (size_t)b * ld + j;
+            if ((j >= d && j < 2 * d) || (j >= 3 * d && j < 4 * d)) got[k] = dmod[e], want[k++] = gm[e];
+            else untouched &= dmod[e] == dmod0[e];
+        }
+    snprintf(line, sizeof line, "%s dshift, dscale (written, strided)", what);
+    kt_report(line, kt_rel_err_d(got, want, k), 2e-4);
+    snprintf(line, sizeof line, "%s: other adaLN columns untouched", what);
+    kt_expect(untouched, line);
+    float *dx2 = kt_rand(n, 7, 8), *dmod2 = kt_copy(dmod0, nm);
+    be->modulate_bwd(be, batch, tokens, d, c.x, c.mod + 3 * d, ld, c.r, dx2, NULL, dmod2 + 3 * d);
+    be->modulate_bwd(be, batch, tokens, d, c.x, c.mod + 3 * d, ld, c.r, NULL, dmod2 + d, NULL);
+    snprintf(line, sizeof line, "%s: NULL dx / dshift / dscale skipped, same values", what);
+    kt_expect(all_equal(dx2, dx, n) && all_equal(dmod2, dmod, nm), line);
+
+    /* gated_add: y += gate h, with x as h */
+    double *gh = dalloc(n), *gg = dalloc(nm);
+    fd_grad(gate_eval, &c, c.x, n, 1e-2f, gh);
+    fd_grad(gate_eval, &c, c.mod, nm, 1e-2f, gg);
+    float *dh = kt_rand(n, 7, 8), *dgm = kt_rand(nm, 7, 8), *dgm0 = kt_copy(dgm, nm);
+    be->gated_add_bwd(be, batch, tokens, d, c.x, c.mod + 5 * d, ld, c.r, dh, dgm + 5 * d);
+    snprintf(what, sizeof what, "%s gated_add b%d t%d d%d ld%d", be->name, batch, tokens, d, ld);
+    snprintf(line, sizeof line, "%s dh (written)", what);
+    kt_report(line, kt_rel_err_d(dh, gh, n), 2e-4);
+    k = 0;
+    untouched = 1;
+    for (int b = 0; b < batch; b++)
+        for (int j = 0; j < ld; j++) {
+            size_t e = (size_t)b * ld + j;
+            if (j >= 5 * d) got[k] = dgm[e], want[k++] = gg[e];
+            else untouched &= dgm[e] == dgm0[e];
+        }
+    snprintf(line, sizeof line, "%s dgate (written, strided); other columns untouched", what);
+    kt_report(line, untouched ? kt_rel_err_d(got, want, k) : INFINITY, 2e-4);
+    float *dh2 = kt_rand(n, 7, 8), *dgm2 = kt_copy(dgm0, nm);
+    be->gated_add_bwd(be, batch, tokens, d, c.x, c.mod + 5 * d, ld, c.r, dh2, NULL);
+    be->gated_add_bwd(be, batch, tokens, d, c.x, c.mod + 5 * d, ld, c.r, NULL, dgm2 + 5 * d);
+    snprintf(line, sizeof line, "%s: NULL dh / dgate skipped, same values", what);
+    kt_expect(all_equal(dh2, dh, n) && all_equal(dgm2, dgm, nm), line);
+    free(c.x), free(c.mod), free(c.y), free(c.y0), free(c.r), free(gx), free(gm), free(dx), free(dmod), free(dmod0);
+    free(got), free(want), free(dx2), free(dmod2), free(gh), free(gg), free(dh), free(dgm), free(dgm0), free(dh2);
+    free(dgm2);
+}
+
+typedef struct {
+    int batch, tokens, d, heads;
+    float *qkv, *out, *lse, *r;
+} att_ctx;
+
+static double att_eval(void *vc) {
+    att_ctx *c = vc;
+    ref->attention_fwd(ref, c->batch, c->tokens, c->d, c->heads, c->qkv, c->out, c->lse, NULL);
+    return proj(c->out, c->r, (size_t)c->batch * c->tokens * c->d);
+}
+
+static void attention_check(rmx_backend *be, int batch, int tokens, int d, int heads) {
+    size_t nq = (size_t)batch * tokens * 3 * d, no = (size_t)batch * tokens * d;
+    att_ctx c = {batch, tokens, d, heads, kt_rand(nq, -1.5f, 1.5f), kt_alloc(no),
+                 kt_alloc((size_t)batch * heads * tokens), kt_rand(no, -1, 1)};
+    double *g = dalloc(nq);
+    fd_grad(att_eval, &c, c.qkv, nq, 1e-2f, g);
+    att_eval(&c);
+    float *ws = kt_alloc(be->attention_workspace(be, batch, tokens, d, heads));
+    float *dqkv = kt_rand(nq, 7, 8);
+    be->attention_bwd(be, batch, tokens, d, heads, c.qkv, c.out, c.lse, c.r, dqkv, ws);
+    char line[200];
+    snprintf(line, sizeof line, "%s attention b%d t%d d%d h%d dqkv (written)", be->name, batch, tokens, d, heads);
+    kt_report(line, kt_rel_err_d(dqkv, g, nq), 5e-4);
+    free(c.qkv), free(c.out), free(c.lse), free(c.r), free(g), free(ws), free(dqkv);
+}
+
+typedef struct {
+    int n, d;
+    int32_t *idx;
+    float *table, *y, *r;
+} emb_ctx;
+
+static double emb_eval(void *vc) {
+    emb_ctx *c = vc;
+    ref->embedding_fwd(ref, c->n, c->d, c->idx, c->table, c->y);
+    return proj(c->y, c->r, (size_t)c->n * c->d);
+}
+
+static void embedding_check(rmx_backend *be, int n, int d, int rows) {
+    emb_ctx c = {n, d, ialloc(n), kt_rand((size_t)rows * d, -1, 1), kt_alloc((size_t)n * d),
+                 kt_rand((size_t)n * d, -1, 1)};
+    for (int i = 0; i < n; i++) c.idx[i] = (int32_t)((i * 7 + 3) % (rows - 1)); /* repeats; last row unused */
+    size_t nt = (size_t)rows * d;
+    double *g = dalloc(nt);
+    fd_grad(emb_eval, &c, c.table, nt, 1e-2f, g);
+    float *dt0 = kt_rand(nt, -1, 1), *dt = kt_copy(dt0, nt), *inc = kt_alloc(nt);
+    be->embedding_bwd(be, n, d, rows, c.idx, c.r, dt);
+    for (size_t i = 0; i < nt; i++) inc[i] = dt[i] - dt0[i];
+    char line[200];
+    snprintf(line, sizeof line, "%s embedding n%d d%d rows%d dtable (+=)", be->name, n, d, rows);
+    kt_report(line, kt_rel_err_d(inc, g, nt), 2e-4);
+    free(c.idx), free(c.table), free(c.y), free(c.r), free(g), free(dt0), free(dt), free(inc);
+}
+
+/* patchify and unpatchify are inverse permutations, so each is the other's backward: the round
+ * trip is exact, and <patchify(x), t> = <x, unpatchify(t)> (the adjoint). */
+static void patch_check(rmx_backend *be, int batch, int c, int h, int w, int p) {
+    size_t n = (size_t)batch * c * h * w;
+    for (int order = 0; order < 2; order++) {
+        float *x = kt_rand(n, -1, 1), *tok = kt_rand(n, 7, 8), *back = kt_rand(n, 7, 8), *t = kt_rand(n, -1, 1);
+        float *ut = kt_rand(n, 7, 8);
+        be->patchify(be, batch, c, h, w, p, order, x, tok);
+        be->unpatchify(be, batch, c, h, w, p, order, tok, back);
+        be->unpatchify(be, batch, c, h, w, p, order, t, ut);
+        double a = proj(tok, t, n), b = proj(x, ut, n);
+        char line[200];
+        snprintf(line, sizeof line, "%s patchify %s b%d c%d %dx%d p%d: unpatchify inverts it exactly", be->name,
+                 order ? "pqc" : "cpq", batch, c, h, w, p);
+        kt_expect(all_equal(back, x, n), line);
+        snprintf(line, sizeof line, "%s patchify %s b%d c%d %dx%d p%d: adjoint <P x, t> = <x, U t>", be->name,
+                 order ? "pqc" : "cpq", batch, c, h, w, p);
+        kt_report(line, fabs(a - b) / fmax(fabs(a), 1.0), 1e-12);
+        free(x), free(tok), free(back), free(t), free(ut);
+    }
+}
+
+static void check_transformer(rmx_backend *be) {
+    linear_check(be, 5, 7, 3);
+    linear_check(be, 1, 6, 9); /* one row */
+    linear_check(be, 13, 4, 17);
+    layernorm_check(be, 4, 9, 0);
+    layernorm_check(be, 3, 16, 5); /* an offset mean */
+    gelu_check(be);
+    modulate_check(be, 2, 5, 4);
+    modulate_check(be, 1, 3, 7);
+    attention_check(be, 2, 5, 8, 2);
+    attention_check(be, 1, 7, 6, 3);
+    attention_check(be, 1, 1, 4, 1); /* one token: out = v */
+    attention_check(be, 1, 70, 4, 2); /* two query blocks of the cpu backend */
+    embedding_check(be, 9, 5, 4);
+    patch_check(be, 2, 3, 4, 6, 2);
+    patch_check(be, 1, 2, 6, 3, 3);
+}
+
 static void check_backend(rmx_backend *be) {
     conv_check(be, 2, 3, 6, 5, 4, 3, 1, 1);  /* 3x3 stride 1 pad 1, odd width, cin != cout */
     conv_check(be, 2, 2, 8, 6, 3, 3, 2, 1);  /* 3x3 stride 2 pad 1, even sizes */
@@ -341,6 +627,7 @@ static void check_backend(rmx_backend *be) {
     gaussian_check(be);
     kl_check(be);
     mse_check(be);
+    check_transformer(be);
 }
 
 int main(void) {
