@@ -317,8 +317,9 @@ static void create_vq_buffers(rmx_ae *ae) {
     ae->host_counts = xcalloc(k + 1, sizeof *ae->host_counts);
 }
 
-rmx_ae *rmx_ae_create(rmx_backend *be, const rmx_ae_hparams *hp, uint64_t init_seed, char *err,
-                      size_t errlen) {
+/* A trained model has gradients and Adam state; a frozen one (later stages) has neither. */
+static rmx_ae *build(rmx_backend *be, const rmx_ae_hparams *hp, uint64_t init_seed, int trained, char *err,
+                     size_t errlen) {
     if (rmx_ae_validate(hp, err, errlen) != 0) return NULL;
     rmx_ae *ae = xcalloc(1, sizeof *ae);
     ae->be = be;
@@ -327,7 +328,8 @@ rmx_ae *rmx_ae_create(rmx_backend *be, const rmx_ae_hparams *hp, uint64_t init_s
     ae->latent_h = hp->mels >> (hp->n_levels - 1);
     ae->latent_w = hp->frames >> (hp->n_levels - 1);
     ae->latent_hw = ae->latent_h * ae->latent_w;
-    rmx_params_init(&ae->params, be, 1, RMX_AE_STREAM_PARAMS);
+    rmx_params_init(&ae->params, be, trained, RMX_AE_STREAM_PARAMS);
+    ae->frozen = !trained;
     rmx_params_init(&ae->state, be, 0, RMX_AE_STREAM_STATE);
     register_encoder(&ae->enc, &ae->params, hp);
     register_decoder(&ae->dec, &ae->params, hp);
@@ -338,6 +340,27 @@ rmx_ae *rmx_ae_create(rmx_backend *be, const rmx_ae_hparams *hp, uint64_t init_s
     if (hp->bottleneck == RMX_AE_VQ) create_vq_buffers(ae);
     rmx_ae_init_params(ae, init_seed);
     return ae;
+}
+
+rmx_ae *rmx_ae_create(rmx_backend *be, const rmx_ae_hparams *hp, uint64_t init_seed, char *err,
+                      size_t errlen) {
+    return build(be, hp, init_seed, 1, err, errlen);
+}
+
+rmx_ae *rmx_ae_create_frozen(rmx_backend *be, const rmx_ae_hparams *hp, char *err, size_t errlen) {
+    return build(be, hp, 0, 0, err, errlen);
+}
+
+void rmx_ae_reserve(rmx_ae *ae, int n) {
+    if (n <= ae->hp.micro_batch) return;
+    ae->be->sync(ae->be);
+    ae->be->free(ae->be, ae->arena);
+    ae->hp.micro_batch = n;
+    create_arena(ae);
+    if (ae->host_rows) {
+        free(ae->host_rows);
+        ae->host_rows = xcalloc((size_t)n * ae->latent_hw, sizeof *ae->host_rows);
+    }
 }
 
 void rmx_ae_free(rmx_ae *ae) {
@@ -371,7 +394,7 @@ const rmx_ae_hparams *rmx_ae_hparams_of(const rmx_ae *ae) { return &ae->hp; }
 rmx_params *rmx_ae_params(rmx_ae *ae) { return &ae->params; }
 rmx_params *rmx_ae_state(rmx_ae *ae) { return &ae->state; }
 size_t rmx_ae_arena_bytes(const rmx_ae *ae) { return ae->arena_bytes; }
-void rmx_ae_set_frozen(rmx_ae *ae, int frozen) { ae->frozen = frozen; }
+void rmx_ae_set_frozen(rmx_ae *ae, int frozen) { ae->frozen = frozen || !ae->params.trained; }
 
 void rmx_ae_set_grad_ready(rmx_ae *ae, void (*fn)(void *arg, int tensor), void *arg) {
     ae->grad_ready = fn;
@@ -595,6 +618,16 @@ void rmx_ae_encoder_backward(rmx_ae *ae, int n, const float *dout, float *dx) {
 const float *rmx_ae_encode(rmx_ae *ae, int n, const float *x) {
     const float *encoded = rmx_ae_encoder_forward(ae, n, x);
     return ae->hp.bottleneck == RMX_AE_KL ? kl_mean(ae, n, encoded) : vq_quantize(ae, n, encoded);
+}
+
+const float *rmx_ae_latents(rmx_ae *ae, int n, const float *x) {
+    const float *encoded = rmx_ae_encoder_forward(ae, n, x);
+    return ae->hp.bottleneck == RMX_AE_KL ? kl_mean(ae, n, encoded) : encoded;
+}
+
+const float *rmx_ae_decode_latents(rmx_ae *ae, int n, const float *z) {
+    if (ae->hp.bottleneck == RMX_AE_VQ) z = vq_quantize(ae, n, z);
+    return rmx_ae_decode(ae, n, z);
 }
 
 const float *rmx_ae_decode(rmx_ae *ae, int n, const float *z) {

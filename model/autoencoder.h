@@ -96,6 +96,15 @@ rmx_ae *rmx_ae_create(rmx_backend *be, const rmx_ae_hparams *hp, uint64_t init_s
                       size_t errlen);
 void rmx_ae_free(rmx_ae *ae);
 
+/* A frozen autoencoder for the later stages: no gradient or Adam buffers (its registry is not
+ * trained), weight gradients always skipped, input gradients still propagated (decode_backward,
+ * encoder_backward). Its weights come from a checkpoint (rmx_ckpt_load); they start at zero. */
+rmx_ae *rmx_ae_create_frozen(rmx_backend *be, const rmx_ae_hparams *hp, char *err, size_t errlen);
+
+/* Grows the activation arena to n samples per call (no-op when it holds that many already), so a
+ * model can be called on any batch size. Pointers returned by earlier calls become invalid. */
+void rmx_ae_reserve(rmx_ae *ae, int n);
+
 /* Re-initialises every parameter and the vq state (codebook U(-1/K, 1/K), ema_sum = codebook,
  * ema_count = 1: one virtual assignment per code, so codebook == ema_sum / ema_count holds from
  * the start and an unused code reaches the restart threshold after one step). */
@@ -107,7 +116,8 @@ rmx_params *rmx_ae_state(rmx_ae *ae);  /* not trained (vq codebook and EMA); emp
 void rmx_ae_latent_shape(const rmx_ae *ae, int *channels, int *height, int *width);
 size_t rmx_ae_arena_bytes(const rmx_ae *ae);
 
-/* Frozen: weight gradients are skipped, input gradients still propagate (later stages). */
+/* Frozen: weight gradients are skipped, input gradients still propagate (later stages). A model
+ * made by rmx_ae_create_frozen stays frozen. */
 void rmx_ae_set_frozen(rmx_ae *ae, int frozen);
 
 /* Calls fn(arg, tensor number) as each trained tensor's gradient is accumulated during a backward
@@ -138,6 +148,11 @@ void rmx_ae_encoder_backward(rmx_ae *ae, int n, const float *dout, float *dx);
 
 /* Latents [n, latent, h, w] for the later stages: the kl mean, or the vq quantised vectors. */
 const float *rmx_ae_encode(rmx_ae *ae, int n, const float *x);
+/* The latents a diffusion model works on, [n, latent, h, w] (arena memory): the kl posterior mean,
+ * or the vq encoder output before quantisation (as latent diffusion's VQ interface). */
+const float *rmx_ae_latents(rmx_ae *ae, int n, const float *x);
+/* Reconstruction [n, 1, M, T] from such latents: vq quantises them first. */
+const float *rmx_ae_decode_latents(rmx_ae *ae, int n, const float *z);
 /* Reconstruction [n, 1, M, T] from latents z (which must stay valid for decode_backward). */
 const float *rmx_ae_decode(rmx_ae *ae, int n, const float *z);
 /* After rmx_ae_decode: dxhat [n, 1, M, T]; dz written (NULL: skip). */

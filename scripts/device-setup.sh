@@ -164,6 +164,7 @@ bench() {
   printf '#!/bin/sh\nexec env -u LD_LIBRARY_PATH "%s" "$@"\n' "$py" >"$top/python3"
   chmod +x "$top/python3"
   PYTHON="$top/python3" "$repo/bench/cuda/run_cuda_bench.sh" "$build" "$@"
+  PYTHON="$top/python3" "$repo/bench/diffusion/run_dit_cuda_bench.sh" "$build" || log "the DiT GPU benchmark failed (rc $?)"
 }
 
 all() {

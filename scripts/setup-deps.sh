@@ -17,6 +17,7 @@ packages=(
   python3 python3-numpy python3-h5py    # tests read shards and checkpoints with h5py
   python3-yaml python3-jsonschema       # tests validate the Kubernetes manifests
   shellcheck                            # tests lint the launcher scripts
+  sox                                   # vocoder tests synthesise a music recording, encode it to OGG
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

@@ -1072,20 +1072,16 @@ int rmx_ckpt_get_audio(rmx_ckpt_reader *r, const char *group, rmx_mel_params *p,
     return rmx_mel_params_validate(p, where, err, errlen);
 }
 
-rmx_ckpt_status rmx_ckpt_load(rmx_ckpt_reader *r, const char *group, rmx_params *p, float *values,
-                              char *err, size_t errlen) {
-    rmx_ckpt_layout layout = {0};
-    rmx_ckpt_layout_add(&layout, group, p, 0);
-    read_job job = {.file = r->file, .path = r->path, .layout = &layout, .err = err, .errlen = errlen};
-    char path[96];
-    snprintf(path, sizeof path, "/%s", group);
+rmx_ckpt_status rmx_ckpt_load(rmx_ckpt_reader *r, const rmx_ckpt_layout *layout, char *err, size_t errlen) {
+    read_job job = {.file = r->file, .path = r->path, .layout = layout, .err = err, .errlen = errlen};
+    rmx_ckpt_host h;
+    rmx_ckpt_host_alloc(&h, layout);
     rmx_h5_lock();
-    rmx_ckpt_status st = check_group(&job, group);
-    float *host = st == RMX_CKPT_LOADED ? xcalloc(p->span, sizeof(float)) : NULL;
-    if (st == RMX_CKPT_LOADED) st = read_registry(&job, path, p, host);
+    rmx_ckpt_status st = check_architecture(&job);
+    if (st == RMX_CKPT_LOADED) st = read_tensors(&job, &h);
     rmx_h5_unlock();
-    if (st == RMX_CKPT_LOADED) p->be->to_backend(p->be, values ? values : p->data, host, p->span * sizeof(float));
-    free(host);
+    if (st == RMX_CKPT_LOADED) rmx_ckpt_host_upload(&h, layout);
+    rmx_ckpt_host_free(&h);
     return st;
 }
 

@@ -44,7 +44,7 @@
 
 #define RMX_CKPT_FORMAT "remixer-checkpoint"
 #define RMX_CKPT_VERSION 1
-#define RMX_CKPT_MAX_PARTS 4
+#define RMX_CKPT_MAX_PARTS 8
 #define RMX_CKPT_PATH_MAX (RMX_PATH_MAX + 64)
 
 /* ---- what a checkpoint holds ---- */
@@ -194,12 +194,11 @@ int rmx_ckpt_get_f64(rmx_ckpt_reader *r, const char *group, const char *name, do
 char *rmx_ckpt_get_str(rmx_ckpt_reader *r, const char *group, const char *name, char *err, size_t errlen);
 /* The audio parameters rmx_ckpt_layout_audio stored under /group, validated. */
 int rmx_ckpt_get_audio(rmx_ckpt_reader *r, const char *group, rmx_mel_params *p, char *err, size_t errlen);
-/* Reads every tensor of `p` from /group (names and shapes must match the registry; every chunk's
- * checksum is verified) into `values` (backend memory laid out like p->data; NULL: p->data).
- * RMX_CKPT_REFUSED when a tensor is absent or shaped otherwise, RMX_CKPT_DAMAGED when it cannot
- * be read. */
-rmx_ckpt_status rmx_ckpt_load(rmx_ckpt_reader *r, const char *group, rmx_params *p, float *values,
-                              char *err, size_t errlen);
+/* Reads the tensors of the layout's parts from their groups into the parts' buffers (backend
+ * memory): each group must list exactly the tensors of the parts naming it, with their shapes, and
+ * every chunk's checksum is verified. RMX_CKPT_REFUSED when the tensors differ (the message names
+ * the first difference), RMX_CKPT_DAMAGED when they cannot be read. Attributes are not read. */
+rmx_ckpt_status rmx_ckpt_load(rmx_ckpt_reader *r, const rmx_ckpt_layout *layout, char *err, size_t errlen);
 
 /* ---- resuming (every rank) ---- */
 

@@ -106,7 +106,7 @@ static const key_spec SCHEMA[] = {
         "diffusion: DDIM steps of the spectrograms generated at each evaluation"),
     NUM("diffusion.cfg_scale", K_FLOAT, diffusion.cfg_scale, "4", AT_LEAST(0),
         "diffusion: classifier-free guidance w of the evaluation's generations (1: conditional only)"),
-    NUM("diffusion.eval_timesteps", K_INT, diffusion.eval_timesteps, "10", BETWEEN(1, 1000),
+    NUM("diffusion.eval_timesteps", K_INT, diffusion.eval_timesteps, "10", BETWEEN(1, 16),
         "diffusion: timesteps of the validation loss grid, evenly spaced over the schedule"),
 
     NUM("train.steps", K_INT64, train.steps, "100000", AT_LEAST(1), "optimizer steps of the whole run"),

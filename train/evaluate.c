@@ -76,6 +76,7 @@ static int eval_slice(rmx_trainer *t, const rmx_eval_set *s, rmx_eval_fn fn, voi
 int rmx_eval_run(rmx_trainer *t, const rmx_eval_set *s, rmx_eval_fn fn, void *arg, int n_terms,
                  float *terms) {
     char err[1024];
+    if (n_terms > RMX_METRICS_MAX_TERMS) n_terms = RMX_METRICS_MAX_TERMS; /* the trainer's buffer */
     t->be->fill(t->be, t->loss_terms, 0.0f, (size_t)n_terms);
     int bad = eval_slice(t, s, fn, arg, err, sizeof err) != 0;
     if (bad) rmx_error("rank %d: evaluation: %s", t->comm.rank, err);

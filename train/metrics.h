@@ -5,7 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#define RMX_METRICS_MAX_TERMS 8
+#define RMX_METRICS_MAX_TERMS 24
 
 typedef struct {
     const char *names[RMX_METRICS_MAX_TERMS]; /* e.g. "loss", "rec", "kl" */

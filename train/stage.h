@@ -83,6 +83,7 @@ const rmx_stage_ops *rmx_stage_find(const char *name);
 const char *rmx_stage_names(void);
 
 extern const rmx_stage_ops rmx_stage_vae;
+extern const rmx_stage_ops rmx_stage_diffusion;
 
 /* The autoencoder's hyper-parameters from a config's model.* keys and the data's input size
  * (stage 1, and later stages reading the architecture from a stage-1 checkpoint's config). */

@@ -78,7 +78,8 @@ static int start_loader(rmx_trainer *t, char *err, size_t errlen) {
 }
 
 static void alloc_step_buffers(rmx_trainer *t) {
-    t->loss_terms = t->be->alloc(t->be, sizeof(float) * (size_t)t->stage->n_terms);
+    /* room for the evaluation's terms too (train/evaluate.h), which may be more than a step's */
+    t->loss_terms = t->be->alloc(t->be, sizeof(float) * RMX_METRICS_MAX_TERMS);
     t->grad_sumsq = t->be->alloc(t->be, sizeof(float));
 }
 

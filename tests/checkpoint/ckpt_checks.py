@@ -374,7 +374,7 @@ class Checks:
         vq = os.path.join(other, "vq.h5")
         shutil.copy(os.path.join(self.ref("ref2vq"), ckpt_name(STEPS)), vq)
         self.expect_refusal(other, ["--set", f"checkpoint.resume={vq}"],
-                            f"checkpoint {vq} has enc.conv_out.weight [4, 16, 3, 3] but the model has [8, 16, 3, 3] "
+                            f"checkpoint {vq} has enc.conv_out.weight [4, 32, 3, 3] but the model has [8, 32, 3, 3] "
                             "(and 4 more differences)")
         staged = os.path.join(other, "staged.h5")
         shutil.copy(ckpt, staged)

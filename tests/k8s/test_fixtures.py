@@ -3,13 +3,19 @@
 
     test_fixtures.py --crd CRD.yaml --dockerfile Dockerfile [--kubectl PATH]
 
-Each broken-* fixture is a Kustomization that patches ../good and lists, in comment lines
-"# expect: REGEX", the errors the validator must report: every pattern must match a
-reported error and every reported error must match a pattern, so a fixture fails for its
-own defect and nothing else. The repository checks run against a small stand-in
-repository made here (configs/vqvae.yaml, a CMakeLists.txt that builds remixer-train,
-scripts/relaunch.sh, the real Dockerfile), so the fixtures do not depend on the state of
-the real tree.
+Each broken-* fixture is a Kustomization that patches ../good (or ../good-diffusion, the
+stage-2 job) and lists, in comment lines "# expect: REGEX", the errors the validator must
+report: every pattern must match a reported error and every reported error must match a
+pattern, so a fixture fails for its own defect and nothing else. A fixture with a comment
+line "# stage1: DIR" (relative to the fixture) is also checked against the stage-1 job of
+DIR, as validate_manifests.py --stage1 does. The good* fixtures must pass. The repository
+checks run against a small stand-in repository made here (configs/vqvae.yaml and
+configs/diffusion.yaml, a CMakeLists.txt that builds remixer-train, scripts/relaunch.sh, the
+real Dockerfile), so the fixtures do not depend on the state of the real tree.
+
+Last, the comparison of the validator's copy of the trainer's defaults with train/config.c
+and train/checkpoint.c must notice a change: it runs on stand-in sources, unchanged and
+altered.
 
 The good fixture and the misspelled-field fixtures are also run against the schema with
 the pod template made free-form, where field names can only come from the curated lists.
@@ -27,7 +33,8 @@ import validate_manifests as vm  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # Fixtures whose defect is a field name: they must also be caught without the CRD's PodSpec.
-LOOSE_TOO = ("good", "broken-misspelled-container-field", "broken-duplicate-container")
+LOOSE_TOO = ("good", "good-diffusion", "broken-misspelled-container-field",
+             "broken-duplicate-container")
 
 
 def make_repo(root, dockerfile):
@@ -35,7 +42,10 @@ def make_repo(root, dockerfile):
     os.makedirs(os.path.join(root, "train"))
     os.makedirs(os.path.join(root, "scripts"))
     with open(os.path.join(root, "configs", "vqvae.yaml"), "w", encoding="utf-8") as f:
-        f.write("stage: vae\n")
+        f.write("stage: vae\ntrain:\n  steps: 1000\n")
+    with open(os.path.join(root, "configs", "diffusion.yaml"), "w", encoding="utf-8") as f:
+        f.write("stage: diffusion\nautoencoder:\n  checkpoint: runs/vqvae/ckpt-00001000.h5\n"
+                "train:\n  global_batch: 256\n  micro_batch: 32\n")
     with open(os.path.join(root, "train", "CMakeLists.txt"), "w", encoding="utf-8") as f:
         f.write("add_executable(remixer-train train_main.c)\n")
     script = os.path.join(root, "scripts", "relaunch.sh")
@@ -51,10 +61,64 @@ def expectations(fixture_dir):
                 for m in re.finditer(r"^# expect: (.+)$", f.read(), re.M)]
 
 
+def stage1_of(fixture_dir):
+    """The stage-1 target named by a "# stage1: DIR" line, or None."""
+    with open(os.path.join(fixture_dir, "kustomization.yaml"), encoding="utf-8") as f:
+        m = re.search(r"^# stage1: (.+)$", f.read(), re.M)
+    return os.path.normpath(os.path.join(fixture_dir, m.group(1).strip())) if m else None
+
+
+def stand_in_sources(root, micro_batch_default="8", checkpoint_name=vm.CHECKPOINT_NAME_C):
+    """train/config.c and train/checkpoint.c as far as check_trainer_mirror reads them."""
+    lines = []
+    for key, value in vm.TRAINER_DEFAULTS.items():
+        if key == "train.micro_batch":
+            value = micro_batch_default
+        field = key  # the C field has the same dotted name (train.steps)
+        if key in ("stage",):
+            lines.append(f'    ENUM("{key}", {field}, "{value}", "vae|diffusion|remix", "doc"),')
+        elif key.startswith("train."):
+            lines.append(f'    NUM("{key}", K_INT, {field}, "{value}", AT_LEAST(1), "doc"),')
+        else:
+            lines.append(f'    STR("{key}", {field}, "{value}", ANY, "doc"),')
+    sections = ",\n".join(f'    {{"{p}", "{"|".join(s)}"}}' for p, s in vm.STAGE_SECTIONS.items())
+    os.makedirs(os.path.join(root, "train"), exist_ok=True)
+    with open(os.path.join(root, "train", "config.c"), "w", encoding="utf-8") as f:
+        f.write("static const key_spec SCHEMA[] = {\n" + "\n".join(lines) + "\n};\n"
+                "static const struct {\n    const char *prefix;\n    const char *stages;\n"
+                "} STAGE_SECTIONS[] = {\n" + sections + ",\n};\n")
+    with open(os.path.join(root, "train", "checkpoint.c"), "w", encoding="utf-8") as f:
+        f.write(f"    snprintf(out, outlen, {checkpoint_name}, dir, step);\n")
+
+
+def check_mirror():
+    """Returns the number of failures of check_trainer_mirror on stand-in sources."""
+    failures = 0
+    cases = [("unchanged", {}, None),
+             ("train.micro_batch default changed", {"micro_batch_default": "16"},
+              r"default of train\.micro_batch is '16'"),
+             ("checkpoint name changed", {"checkpoint_name": '"%s/ckpt-%06d.h5"'},
+              r"checkpoint names are no longer written as")]
+    for label, kwargs, pattern in cases:
+        with tempfile.TemporaryDirectory() as root:
+            stand_in_sources(root, **kwargs)
+            problems = vm.check_trainer_mirror(root)
+        if pattern is None:
+            ok = not problems
+        else:
+            ok = len(problems) == 1 and re.search(pattern, problems[0])
+        if ok:
+            print(f"ok   trainer mirror, {label}: {len(problems)} problem(s)")
+        else:
+            failures += 1
+            print(f"FAIL trainer mirror, {label}: {problems}")
+    return failures
+
+
 def check(name, errors, patterns):
     """Returns the list of problems with the validator's answer for one fixture."""
     problems = []
-    if name == "good":
+    if name.startswith("good"):
         problems += [f"unexpected error: {e}" for e in errors]
         return problems
     if not patterns:
@@ -91,10 +155,15 @@ def main():
         dockerfile = os.path.join(repo, "Dockerfile")
         for name in names:
             target = os.path.join(FIXTURES, name)
-            patterns = [] if name == "good" else expectations(target)
+            patterns = [] if name.startswith("good") else expectations(target)
+            stage1 = stage1_of(target)
             runs = [("", strict)] + ([(" (loose pod template)", loose)] if name in LOOSE_TOO else [])
             for label, schema in runs:
-                errors, _ = vm.validate_target(target, schema, args.kubectl, repo, dockerfile)
+                checked = vm.load_stage1(stage1, args.kubectl, repo) if stage1 else None
+                errors, _ = vm.validate_target(target, schema, args.kubectl, repo, dockerfile,
+                                               checked)
+                if checked is not None and not checked["checked"]:
+                    errors.append(f"(test) no job of {target} was checked against {stage1}")
                 # Drop the "<target>: MPIJob/name: " prefix for matching and printing.
                 errors = [e.split(": ", 2)[-1] if e.startswith(target) else e for e in errors]
                 problems = check(name, errors, patterns)
@@ -104,8 +173,12 @@ def main():
                     for p in problems:
                         print(f"     {p}")
                 else:
-                    verdict = "accepted" if name == "good" else f"rejected ({len(errors)} error(s))"
-                    print(f"ok   {name}{label}: {verdict}")
+                    verdict = ("accepted" if name.startswith("good")
+                               else f"rejected ({len(errors)} error(s))")
+                    against = (f", against the stage-1 job of {os.path.basename(stage1)}"
+                               if stage1 else "")
+                    print(f"ok   {name}{label}: {verdict}{against}")
+    failures += check_mirror()
     print(f"{len(names)} fixtures, {failures} failure(s)")
     return 1 if failures else 0
 

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Offline validation of Remixer's Kubernetes manifests.
 
-    validate_manifests.py --crd CRD.yaml [--repo ROOT] [--kubectl PATH] TARGET...
+    validate_manifests.py --crd CRD.yaml [--repo ROOT [--dockerfile F] [--stage1 T]]
+                          [--kubectl PATH] TARGET...
 
 TARGET is a Kustomize directory (rendered with `kubectl kustomize`) or a YAML file. Every
 object must be an MPIJob (kubeflow.org/v2beta1), a PersistentVolumeClaim or a Pod; each
@@ -14,14 +15,23 @@ MPIJob is checked for
              x-kubernetes-preserve-unknown-fields) the field names are checked against the
              curated Kubernetes type lists below (ObjectMeta, PodSpec, Container, ...);
   operator   the rules the MPI Operator's controller enforces and the schema does not (see
-             shared/k8s/SOURCE.txt);
+             tests/k8s/crd/SOURCE.md);
   project    Remixer's own invariants: the launcher runs scripts/relaunch.sh around mpirun,
-             -np = workers x slotsPerWorker, slotsPerWorker = GPUs per worker, data and run
-             paths on the shared volume, non-root pods, a grace period long enough to write a
-             checkpoint, /dev/shm for NCCL;
+             -np = workers x slotsPerWorker, slotsPerWorker = GPUs per worker, data, run and
+             autoencoder checkpoint paths (--set) on the shared volume, non-root pods, a
+             grace period long enough to write a checkpoint, /dev/shm for NCCL;
   repo       (with --repo) that the config files, scripts and programs the manifests name
-             exist in the repository (programs: an add_executable() in a CMakeLists.txt) and
-             that the manifests agree with the Dockerfile (user id, home, SSH port).
+             exist in the repository (programs: an add_executable() in a CMakeLists.txt),
+             that the manifests agree with the Dockerfile (user id, home, SSH port), and the
+             job's effective configuration (the trainer's defaults, the config file, the
+             --set overrides): the global batch divides over -np x micro-batch, no --set key
+             belongs to another stage's section, the files the trainer reads (data,
+             autoencoder.checkpoint of stage 2) are on the shared volume. It also compares
+             the validator's copy of the trainer's defaults with train/config.c;
+  handoff    (with --repo --stage1 TARGET) that every job of a stage trained over a frozen
+             autoencoder (diffusion, remix) reads the final checkpoint that the stage-1 job
+             of TARGET writes: its checkpoint folder + ckpt-<train.steps>.h5, on the same
+             claim; and that it has a name and a checkpoint folder of its own.
 
 PersistentVolumeClaims and Pods are checked against the curated type lists only.
 Exit status: 0 when everything passes, 1 when anything fails, 2 on a usage error.
@@ -32,6 +42,7 @@ import argparse
 import copy
 import difflib
 import os
+import posixpath
 import re
 import subprocess
 import sys
@@ -187,7 +198,34 @@ RELAUNCH_SCRIPT = "scripts/relaunch.sh"
 TRAINER = "remixer-train"
 IMAGE_ROOT = "/opt/remixer"  # where the Dockerfile puts configs/ and scripts/
 MIN_GRACE_SECONDS = 120      # a checkpoint write must fit into the termination grace period
-SET_KEYS_ON_VOLUME = ("data.train", "data.val", "run.dir", "checkpoint.dir")
+SET_KEYS_ON_VOLUME = ("data.train", "data.val", "run.dir", "checkpoint.dir",
+                      "autoencoder.checkpoint")
+LAUNCHER_CONTAINER = "spec.mpiReplicaSpecs.Launcher.template.spec.containers[0]"
+
+# What the repository checks know of remixer-train's configuration (train/config.c) and of
+# its checkpoint names (train/checkpoint.c): the defaults of the keys they read, the config
+# sections that belong to some stages only (setting one under another stage is an error), the
+# stage that trains the autoencoder and the stages that train over a frozen copy of it, read
+# from a stage-1 checkpoint (autoencoder.checkpoint). With --repo these copies are compared
+# with the C sources (check_trainer_mirror), so they cannot drift unnoticed.
+TRAINER_CONFIG_SOURCE = "train/config.c"
+TRAINER_CHECKPOINT_SOURCE = "train/checkpoint.c"
+TRAINER_DEFAULTS = {
+    "stage": "vae", "run.dir": "runs/default", "checkpoint.dir": "", "data.train": "",
+    "data.val": "", "autoencoder.checkpoint": "", "train.steps": "100000",
+    "train.global_batch": "64", "train.micro_batch": "8",
+}
+STAGE_SECTIONS = {
+    "model.": ("vae",), "autoencoder.": ("diffusion", "remix"),
+    "dit.": ("diffusion", "remix"), "diffusion.": ("diffusion", "remix"),
+}
+STAGE1 = "vae"
+STAGES_OVER_AUTOENCODER = ("diffusion", "remix")
+CHECKPOINT_NAME = "ckpt-{step:08d}.h5"            # in checkpoint.dir, or run.dir
+CHECKPOINT_NAME_C = '"%s/ckpt-%08" PRId64 ".h5"'  # how train/checkpoint.c writes it
+# Keys whose files the trainer reads: a value that comes from the config file (relative to
+# the image's working directory) instead of a --set onto the volume finds nothing there.
+KEYS_READ_FROM_VOLUME = ("data.train", "data.val", "autoencoder.checkpoint")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 # mpirun (Open MPI 4) options that take arguments, and how many; others are flags.
@@ -393,7 +431,7 @@ def self_check(schema):
 
 
 # ----------------------------------------------------------------------------------------
-# Rules of the MPI Operator's controller (shared/k8s/SOURCE.txt)
+# Rules of the MPI Operator's controller (tests/k8s/crd/SOURCE.md)
 # ----------------------------------------------------------------------------------------
 def check_operator_rules(job, where, report):
     name = job.get("metadata", {}).get("name", "")
@@ -761,10 +799,230 @@ def check_repo_refs(job, cmd, repo, dockerfile, where, report):
 
 
 # ----------------------------------------------------------------------------------------
+# The trainer's effective configuration, and the hand-off from stage 1 to stage 2
+# ----------------------------------------------------------------------------------------
+def flatten(tree, prefix=""):
+    """A config file's nested mappings as dotted keys ("train.steps": 100000)."""
+    out = {}
+    for key, value in (tree or {}).items() if isinstance(tree, dict) else ():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def job_config(job, cmd, repo):
+    """What remixer-train would run with: TRAINER_DEFAULTS, then the config file, then the
+    --set overrides (the last of a key wins). Returns (info, error); info holds the job's
+    name, stage, values {key: (value, where it came from)}, np and worker pod spec. info is
+    None when the config file cannot be read (a missing file is reported by check_repo_refs)."""
+    config = cmd.get("config") if cmd else None
+    path = repo_path(config, repo) if config else None
+    if path is None or not os.path.isfile(path):
+        return None, None
+    try:
+        with open(path, encoding="utf-8") as f:
+            tree = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        return None, f"config file {config} cannot be read: {exc}"
+    if tree is not None and not isinstance(tree, dict):
+        return None, f"config file {config} is not a mapping"
+    values = {key: (value, "the trainer's default") for key, value in TRAINER_DEFAULTS.items()}
+    for key, value in flatten(tree).items():
+        values[key] = ("" if value is None else str(value), config)
+    for key, value in cmd["sets"].items():
+        values[key] = (value, "--set")
+    try:
+        np_value = int(cmd.get("np"))
+    except (TypeError, ValueError):
+        np_value = None
+    info = {"name": (job.get("metadata") or {}).get("name", "?"), "config": config,
+            "stage": values["stage"][0], "values": values, "np": np_value,
+            "worker": pod_spec_of(job, "Worker")}
+    return info, None
+
+
+def config_int(info, key):
+    try:
+        return int(str(info["values"][key][0]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def checkpoint_dir(info):
+    """Where the job's checkpoints go: checkpoint.dir, or run.dir when that is empty."""
+    return info["values"]["checkpoint.dir"][0] or info["values"]["run.dir"][0]
+
+
+def volume_location(path, pod):
+    """(claim, path inside the claim) of an absolute path under one of the pod's PVC mounts
+    (the deepest one, subPath included), or None when the path is not on such a volume."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        return None
+    claims = {v.get("name"): (v.get("persistentVolumeClaim") or {}).get("claimName")
+              for v in pod.get("volumes") or [] if v.get("persistentVolumeClaim")}
+    best = None
+    for c in pod.get("containers") or []:
+        for m in c.get("volumeMounts") or []:
+            mount = m.get("mountPath") or ""
+            if m.get("name") in claims and mount and under(path, mount):
+                if best is None or len(mount) > len(best[0]):
+                    best = (mount, claims[m["name"]], m.get("subPath") or "")
+    if best is None:
+        return None
+    mount, claim, sub = best
+    rel = posixpath.relpath(posixpath.normpath(path), posixpath.normpath(mount))
+    return claim, posixpath.normpath(posixpath.join("/", sub, rel))
+
+
+def check_trainer_config(info, where, report):
+    """The effective configuration against the job: stage sections, the batch split over
+    the ranks, the files the trainer reads on the volume."""
+    base, stage, values = LAUNCHER_CONTAINER, info["stage"], info["values"]
+    for key, (value, origin) in values.items():
+        if origin != "--set":
+            continue
+        for prefix, stages in STAGE_SECTIONS.items():
+            if key.startswith(prefix) and stage not in stages:
+                report.add(where, f"{base}: --set {key}={value} belongs to stage "
+                                  f"{'|'.join(stages)}, but the job's stage is {stage} "
+                                  f"({values['stage'][1]}); remixer-train would exit 2")
+    world = info["np"]
+    batch, micro = config_int(info, "train.global_batch"), config_int(info, "train.micro_batch")
+    if world and batch and micro and batch % (world * micro) != 0:
+        hint = ""
+        if batch % world == 0:
+            per_rank = batch // world
+            fit = max(d for d in range(1, min(micro, per_rank) + 1) if per_rank % d == 0)
+            hint = f" (keep the global batch with --set train.micro_batch={fit})"
+        report.add(where, f"{base}: train.global_batch {batch} ({values['train.global_batch'][1]}) "
+                          f"is not divisible by -np {world} x train.micro_batch {micro} "
+                          f"({values['train.micro_batch'][1]}) = {world * micro}: remixer-train "
+                          f"would exit 2{hint}")
+    mounts = ", ".join(pvc_mounts(info["worker"])) or "none"
+    for key in KEYS_READ_FROM_VOLUME:
+        value, origin = values.get(key, ("", ""))
+        if key == "autoencoder.checkpoint" and stage not in STAGES_OVER_AUTOENCODER:
+            continue
+        if not value and key == "autoencoder.checkpoint":
+            report.add(where, f"{base}: stage {stage} trains over a stage-1 autoencoder: "
+                              "--set autoencoder.checkpoint to the stage-1 job's final "
+                              "checkpoint on the shared volume")
+        elif value and origin != "--set" and volume_location(value, info["worker"]) is None:
+            # (--set values are checked by the project rules, with or without --repo)
+            report.add(where, f"{base}: {key} {value} (from {origin}) is not on the shared "
+                              f"volume mounted in the workers ({mounts}): --set {key}=<a path "
+                              "on it>")
+
+
+def load_stage1(target, kubectl, repo):
+    """The stage-1 jobs of a target, for check_handoff: a dict with the target, the jobs'
+    infos, an error (or None) and the number of later-stage jobs checked against them."""
+    stage1 = {"target": target, "jobs": [], "error": None, "checked": 0}
+    try:
+        docs = render(target, kubectl)
+    except (RuntimeError, OSError, yaml.YAMLError) as exc:
+        stage1["error"] = str(exc)
+        return stage1
+    jobs = []
+    for doc in docs:
+        if not isinstance(doc, dict) or doc.get("kind") != "MPIJob":
+            continue
+        containers = pod_spec_of(doc, "Launcher").get("containers") or []
+        cmd, _ = parse_launcher_command(containers[0]) if containers else (None, None)
+        info, err = job_config(doc, cmd, repo) if cmd else (None, None)
+        if err:
+            stage1["error"] = err
+            return stage1
+        if info is not None and info["stage"] == STAGE1:
+            jobs.append(info)
+    stage1["jobs"] = jobs
+    return stage1
+
+
+def check_handoff(info, stage1, where, report):
+    """A job of a later stage reads the final checkpoint that the stage-1 job writes, on the
+    same volume, and keeps its own name and checkpoint folder."""
+    if info["stage"] not in STAGES_OVER_AUTOENCODER:
+        return
+    stage1["checked"] += 1
+    target, jobs, err = stage1["target"], stage1["jobs"], stage1["error"]
+    if err:
+        report.add(where, f"--stage1 {target}: {err}")
+        return
+    if len(jobs) != 1:
+        report.add(where, f"--stage1 {target}: expected one MPIJob of stage {STAGE1}, "
+                          f"found {len(jobs)}")
+        return
+    first = jobs[0]
+    label = f"the stage-1 job {first['name']} ({target})"
+    if first["name"] == info["name"]:
+        report.add(where, f"metadata.name: {info['name']} is also the name of {label}; "
+                          "applying one would replace the other")
+    steps = config_int(first, "train.steps")
+    first_dir = checkpoint_dir(first)
+    final = posixpath.join(first_dir, CHECKPOINT_NAME.format(step=steps or 0))
+    final_at = volume_location(final, first["worker"])
+    if final_at is None:
+        report.add(where, f"{label} writes its checkpoints to {first_dir}, which is not on a "
+                          "shared volume: a later stage cannot read them")
+        return
+    value = info["values"]["autoencoder.checkpoint"][0]
+    at = volume_location(value, info["worker"])
+    if at is not None and at != final_at:
+        report.add(where, f"{LAUNCHER_CONTAINER}: autoencoder.checkpoint={value} is not the final "
+                          f"checkpoint of {label}: {final} on claim {final_at[0]} (its "
+                          f"checkpoint folder + ckpt-<train.steps>.h5, train.steps {steps})")
+    own = volume_location(checkpoint_dir(info), info["worker"])
+    if own is not None and own == volume_location(first_dir, first["worker"]):
+        report.add(where, f"{LAUNCHER_CONTAINER}: the checkpoint folder {checkpoint_dir(info)} is "
+                          f"also that of {label}: checkpoint.resume=auto would find the "
+                          "stage-1 checkpoints there; give each stage its own run.dir")
+
+
+def check_trainer_mirror(repo):
+    """TRAINER_DEFAULTS, STAGE_SECTIONS and CHECKPOINT_NAME against the trainer's sources.
+    Returns the differences; none when the sources are absent (a stand-in repository)."""
+    problems = []
+    config_c = os.path.join(repo, TRAINER_CONFIG_SOURCE)
+    if os.path.isfile(config_c):
+        with open(config_c, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        for key, value in TRAINER_DEFAULTS.items():
+            q = re.escape(key)
+            m = (re.search(rf'\b(?:ENUM|STR)\(\s*"{q}"\s*,\s*[\w.]+\s*,\s*"([^"]*)"', text)
+                 or re.search(rf'\bNUM\(\s*"{q}"\s*,\s*\w+\s*,\s*[\w.]+\s*,\s*"([^"]*)"', text))
+            if not m:
+                problems.append(f"{TRAINER_CONFIG_SOURCE}: key {key} not found; update "
+                                "TRAINER_DEFAULTS in validate_manifests.py")
+            elif m.group(1) != value:
+                problems.append(f"{TRAINER_CONFIG_SOURCE}: the default of {key} is "
+                                f"'{m.group(1)}', validate_manifests.py's TRAINER_DEFAULTS "
+                                f"says '{value}'")
+        block = re.search(r"STAGE_SECTIONS\[\]\s*=\s*\{(.*?)\};", text, re.S)
+        pairs = re.findall(r'\{\s*"([\w.]+)"\s*,\s*"([\w|]+)"\s*\}', block.group(1)) if block else []
+        found = {prefix: tuple(stages.split("|")) for prefix, stages in pairs}
+        if found != STAGE_SECTIONS:
+            problems.append(f"{TRAINER_CONFIG_SOURCE}: STAGE_SECTIONS is {found or 'not found'}, "
+                            f"validate_manifests.py's is {STAGE_SECTIONS}")
+    checkpoint_c = os.path.join(repo, TRAINER_CHECKPOINT_SOURCE)
+    if os.path.isfile(checkpoint_c):
+        with open(checkpoint_c, encoding="utf-8", errors="replace") as f:
+            if CHECKPOINT_NAME_C not in f.read():
+                problems.append(f"{TRAINER_CHECKPOINT_SOURCE}: checkpoint names are no longer "
+                                f"written as {CHECKPOINT_NAME_C}; update CHECKPOINT_NAME in "
+                                "validate_manifests.py")
+    return problems
+
+
+# ----------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------
-def validate_documents(docs, source, schema, repo=None, dockerfile=None):
-    """Validates the documents of one target; returns the list of error messages."""
+def validate_documents(docs, source, schema, repo=None, dockerfile=None, stage1=None):
+    """Validates the documents of one target; returns the list of error messages and the
+    number of MPIJobs. stage1 (from load_stage1, needs repo): the stage-1 jobs that jobs of
+    a later stage take their autoencoder from."""
     report = Report()
     claims = {}
     for doc in docs:
@@ -789,6 +1047,13 @@ def validate_documents(docs, source, schema, repo=None, dockerfile=None):
             cmd = check_project_rules(doc, claims, where, report)
             if repo:
                 check_repo_refs(doc, cmd, repo, dockerfile, where, report)
+                info, err = job_config(doc, cmd, repo)
+                if err:
+                    report.add(where, f"{LAUNCHER_CONTAINER}: {err}")
+                if info is not None:
+                    check_trainer_config(info, where, report)
+                    if stage1 is not None:
+                        check_handoff(info, stage1, where, report)
         elif kind == "PersistentVolumeClaim":
             walk_curated(doc, "PersistentVolumeClaim", "", where, report)
         elif kind == "Pod":
@@ -798,12 +1063,17 @@ def validate_documents(docs, source, schema, repo=None, dockerfile=None):
     return report.errors, jobs
 
 
-def validate_target(target, schema, kubectl="kubectl", repo=None, dockerfile=None):
+def validate_target(target, schema, kubectl="kubectl", repo=None, dockerfile=None,
+                    stage1=None):
+    """stage1: a stage-1 target (path) or load_stage1's answer for one (to count across
+    targets how many later-stage jobs were checked against it)."""
     try:
         docs = render(target, kubectl)
     except (RuntimeError, OSError, yaml.YAMLError) as exc:
         return [f"{target}: {exc}"], 0
-    return validate_documents(docs, target, schema, repo, dockerfile)
+    if isinstance(stage1, str):
+        stage1 = load_stage1(stage1, kubectl, repo) if repo else None
+    return validate_documents(docs, target, schema, repo, dockerfile, stage1)
 
 
 def main(argv=None):
@@ -813,6 +1083,9 @@ def main(argv=None):
     parser.add_argument("--kubectl", default="kubectl")
     parser.add_argument("--repo", help="repository root: check the files and programs named")
     parser.add_argument("--dockerfile", help="with --repo: check agreement with this Dockerfile")
+    parser.add_argument("--stage1", metavar="TARGET",
+                        help="with --repo: the kustomization of the stage-1 job; every job of "
+                             "a later stage must read its final checkpoint")
     parser.add_argument("--loose-pod-template", action="store_true",
                         help="validate against a copy of the schema without the embedded "
                              "PodSpec (field names then come from the curated lists)")
@@ -832,9 +1105,18 @@ def main(argv=None):
     if args.loose_pod_template:
         schema = strip_pod_template_schema(schema)
 
+    if args.stage1 and not args.repo:
+        parser.error("--stage1 needs --repo (the config files say where checkpoints go)")
+
     failed = False
+    if args.repo:
+        for problem in check_trainer_mirror(args.repo):
+            print(f"ERROR {problem}")
+            failed = True
+    stage1 = load_stage1(args.stage1, args.kubectl, args.repo) if args.stage1 else None
     for target in args.targets:
-        errors, jobs = validate_target(target, schema, args.kubectl, args.repo, args.dockerfile)
+        errors, jobs = validate_target(target, schema, args.kubectl, args.repo, args.dockerfile,
+                                       stage1)
         for e in errors:
             print(f"ERROR {e}")
         if errors:
@@ -842,6 +1124,14 @@ def main(argv=None):
             print(f"FAIL {target}: {len(errors)} error(s)")
         else:
             print(f"OK   {target}: {jobs} MPIJob(s) valid")
+    if stage1 is not None:
+        if not stage1["checked"]:
+            print(f"ERROR --stage1 {args.stage1}: no target has a job of stage "
+                  f"{'|'.join(STAGES_OVER_AUTOENCODER)} to check against it")
+            failed = True
+        elif not failed:
+            print(f"OK   {stage1['checked']} later-stage job(s) read the final checkpoint of "
+                  f"{', '.join(j['name'] for j in stage1['jobs'])} ({args.stage1})")
     return 1 if failed else 0
 
 

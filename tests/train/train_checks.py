@@ -114,6 +114,7 @@ def check_overfit(args):
                            "--set", "train.steps=100", "--set", "train.global_batch=4",
                            "--set", "train.micro_batch=4", "--set", "train.lr=3e-3",
                            "--set", "train.min_lr=3e-4", "--set", "model.channels=16",
+                           "--set", "model.channel_mult=[1,2]",
                            "--set", "model.latent_channels=8", "--set", "model.kl_weight=1e-8",
                            "--set", f"run.dir={run_dir}"])
     train = metrics(run_dir, "train")
