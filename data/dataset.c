@@ -23,6 +23,7 @@ typedef struct {
     int64_t first; /* dataset index of its row 0 */
     int32_t *genre;
     int shard_index, shard_count;
+    int version;       /* format_version: 1 (no checksums) or 2 */
     int direct_chunks; /* rows can be read as raw chunks (see read_mel_row) */
     int fd;            /* the file's descriptor when HDF5 uses plain POSIX I/O, else -1 */
     rmx_mel_params params;
@@ -34,6 +35,9 @@ struct rmx_dataset {
     int n_shards;
     int64_t total;
     rmx_mel_params params;
+    rmx_on_corrupt on_corrupt;
+    uint8_t *damaged;  /* [total]: 1 once a segment was found damaged (skip mode); atomics */
+    int64_t n_damaged; /* distinct damaged segments found so far; atomic */
 };
 
 /* ---- HDF5 helpers; all called with the HDF5 lock held ---- */
@@ -217,9 +221,10 @@ static int read_format(shard_file *s, char *err, size_t errlen) {
                           "%s: attribute 'format' is '%s', expected '%s' (not a Remixer dataset shard)",
                           s->path, format, RMX_SHARD_FORMAT);
     if (read_int_attr(s->file, s->path, "format_version", &version, err, errlen)) return -1;
-    if (version != RMX_SHARD_VERSION)
-        return rmx_seterr(err, errlen, "%s: attribute 'format_version' is %d, this build reads version %d",
-                          s->path, version, RMX_SHARD_VERSION);
+    if (version < RMX_SHARD_VERSION_MIN || version > RMX_SHARD_VERSION)
+        return rmx_seterr(err, errlen, "%s: attribute 'format_version' is %d, this build reads versions %d..%d",
+                          s->path, version, RMX_SHARD_VERSION_MIN, RMX_SHARD_VERSION);
+    s->version = version;
     return 0;
 }
 
@@ -290,6 +295,30 @@ static int rows_are_raw_chunks(const shard_file *s) {
     return ok;
 }
 
+static int has_fletcher32(hid_t ds) {
+    hid_t dcpl = H5Dget_create_plist(ds);
+    unsigned flags = 0;
+    size_t n = 0;
+    int yes = dcpl >= 0 &&
+              H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &n, NULL, 0, NULL, NULL) >= 0;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return yes;
+}
+
+/* Version 2 promises a checksum on every chunk of /mel; a file that claims it without one would
+ * let damage through silently. Version 1 files have none: said once per process. */
+static int check_checksums(const shard_file *s, char *err, size_t errlen) {
+    static int noted;
+    if (s->version >= 2 && !has_fletcher32(s->mel))
+        return rmx_seterr(err, errlen,
+                          "%s: attribute 'format_version' is %d but /mel has no Fletcher32 checksums",
+                          s->path, s->version);
+    if (s->version < 2 && !__atomic_exchange_n(&noted, 1, __ATOMIC_RELAXED))
+        rmx_info("note: %s is a version-%d shard without checksums: damage to its data goes undetected "
+                 "(prepare the dataset again to add them)", s->path, s->version);
+    return 0;
+}
+
 static int open_1d(shard_file *s, const char *name, const char *type, hid_t *ds, char *err, size_t errlen) {
     hsize_t n;
     *ds = open_dataset(s->file, s->path, name, type, 1, &n, err, errlen);
@@ -303,8 +332,11 @@ static int open_1d(shard_file *s, const char *name, const char *type, hid_t *ds,
 static int load_genres(shard_file *s, hid_t genre_ds, char *err, size_t errlen) {
     s->genre = malloc((size_t)(s->rows ? s->rows : 1) * sizeof *s->genre);
     if (!s->genre) return rmx_seterr(err, errlen, "%s: out of memory reading /genre", s->path);
-    if (s->rows && H5Dread(genre_ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->genre) < 0)
-        return rmx_seterr(err, errlen, "%s: /genre cannot be read", s->path);
+    if (s->rows && H5Dread(genre_ds, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->genre) < 0) {
+        char detail[256];
+        rmx_h5_error_detail(detail, sizeof detail);
+        return rmx_seterr(err, errlen, "%s: /genre cannot be read: %s", s->path, detail);
+    }
     for (int64_t i = 0; i < s->rows; i++)
         if (s->genre[i] < 0 || s->genre[i] >= s->params.n_genres)
             return rmx_seterr(err, errlen, "%s: /genre[%lld] is %d, outside [0, %d) (n_genres)", s->path,
@@ -314,6 +346,7 @@ static int load_genres(shard_file *s, hid_t genre_ds, char *err, size_t errlen) 
 
 static int open_shard_datasets(shard_file *s, char *err, size_t errlen) {
     if (open_mel(s, err, errlen)) return -1;
+    if (check_checksums(s, err, errlen)) return -1;
     s->direct_chunks = rows_are_raw_chunks(s);
     hid_t genre_ds;
     if (open_1d(s, "genre", "int32", &genre_ds, err, errlen)) {
@@ -439,6 +472,8 @@ static int open_all(rmx_dataset *ds, char **paths, int n, char *err, size_t errl
         return rmx_seterr(err, errlen, "%s: the dataset is empty (0 segments in %d shard %s)", ds->spec, n,
                           n == 1 ? "file" : "files");
     ds->params = ds->shards[0].params;
+    ds->damaged = calloc((size_t)ds->total, 1);
+    if (!ds->damaged) return rmx_seterr(err, errlen, "%s: out of memory", ds->spec);
     return 0;
 }
 
@@ -471,6 +506,7 @@ void rmx_dataset_close(rmx_dataset *ds) {
     for (int i = 0; i < ds->n_shards; i++) close_shard(&ds->shards[i]);
     rmx_h5_unlock();
     free(ds->shards);
+    free(ds->damaged);
     free(ds);
 }
 
@@ -534,23 +570,95 @@ static int64_t first_non_finite(const float *x, size_t n) {
     return -1;
 }
 
-int rmx_dataset_read(rmx_dataset *ds, int64_t index, float *mel, int32_t *genre, char *err,
-                     size_t errlen) {
-    if (check_index(ds, index, err, errlen)) return -1;
-    const shard_file *s = shard_of(ds, index);
-    int64_t row = index - s->first;
-    if (genre) *genre = s->genre[row];
-    if (!mel) return 0;
+static int read_provenance(const shard_file *s, int64_t row, char *source, size_t sourcelen,
+                           int64_t *offset, char *err, size_t errlen);
+
+/* "shard-00001.h5 segment 5 (sample 37 of data/x/train) from blues/b.wav": where a segment is and
+ * where it came from, for messages. Call with the HDF5 lock held. */
+static void describe_segment(const rmx_dataset *ds, const shard_file *s, int64_t row, char *out,
+                             size_t outlen) {
+    char source[PATH_CAP], why[256];
+    if (read_provenance(s, row, source, sizeof source, NULL, why, sizeof why))
+        snprintf(source, sizeof source, "an unknown source (%s)", why);
+    snprintf(out, outlen, "%s segment %lld (sample %lld of %s) from %s", s->path, (long long)row,
+             (long long)(s->first + row), ds->spec, source);
+}
+
+/* HDF5's reason when a chunk's Fletcher32 checksum does not match its bytes. */
+static int is_checksum_failure(const char *detail) { return strstr(detail, "Fletcher32") != NULL; }
+
+enum { ROW_OK, ROW_DAMAGED, ROW_ERROR };
+
+/* Reads one row into mel. ROW_DAMAGED (checksum mismatch, non-finite value: a property of the file,
+ * the same on every read and every rank) and ROW_ERROR (anything else, e.g. an I/O error) come with
+ * `what` naming the segment and `why` the reason. */
+static int read_row(const rmx_dataset *ds, const shard_file *s, int64_t row, float *mel, char *what,
+                    size_t whatlen, char *why, size_t whylen) {
     rmx_h5_lock();
     herr_t rc = read_mel_row(s, row, mel);
-    char detail[256] = "";
-    if (rc < 0) rmx_h5_error_detail(detail, sizeof detail);
+    int verdict = ROW_OK;
+    if (rc < 0) {
+        rmx_h5_error_detail(why, whylen);
+        verdict = is_checksum_failure(why) ? ROW_DAMAGED : ROW_ERROR;
+    } else if (first_non_finite(mel, rmx_dataset_sample_floats(ds)) >= 0) {
+        snprintf(why, whylen, "/mel contains a non-finite value");
+        verdict = ROW_DAMAGED;
+    }
+    if (verdict != ROW_OK) describe_segment(ds, s, row, what, whatlen);
     rmx_h5_unlock();
-    if (rc < 0)
-        return rmx_seterr(err, errlen, "%s: /mel[%lld] cannot be read: %s", s->path, (long long)row, detail);
-    if (first_non_finite(mel, rmx_dataset_sample_floats(ds)) >= 0)
-        return rmx_seterr(err, errlen, "%s: /mel[%lld] contains a non-finite value", s->path, (long long)row);
-    return 0;
+    return verdict;
+}
+
+/* Records that dataset index `at` is damaged; 1 the first time (in this process). */
+static int mark_damaged(rmx_dataset *ds, int64_t at) {
+    if (__atomic_exchange_n(&ds->damaged[at], 1, __ATOMIC_RELAXED)) return 0;
+    __atomic_add_fetch(&ds->n_damaged, 1, __ATOMIC_RELAXED);
+    return 1;
+}
+
+int rmx_dataset_read_resolved(rmx_dataset *ds, int64_t index, float *mel, int32_t *genre,
+                              int64_t *used, char *err, size_t errlen) {
+    if (check_index(ds, index, err, errlen)) return -1;
+    const int skip = ds->on_corrupt == RMX_ON_CORRUPT_SKIP;
+    int64_t at = index;
+    /* Skip mode: the damaged segment's place goes to the next valid one in dataset order (wrapping),
+     * decided by the file's contents alone, so every rank and every run makes the same choice. */
+    for (int64_t tries = 0; tries < ds->total; tries++, at = (at + 1) % ds->total) {
+        if (mel && skip && __atomic_load_n(&ds->damaged[at], __ATOMIC_RELAXED)) continue;
+        const shard_file *s = shard_of(ds, at);
+        int64_t row = at - s->first;
+        char what[3 * PATH_CAP + 128] = "", why[256] = "";
+        int verdict = mel ? read_row(ds, s, row, mel, what, sizeof what, why, sizeof why) : ROW_OK;
+        if (verdict == ROW_OK) {
+            if (genre) *genre = s->genre[row];
+            if (used) *used = at;
+            return 0;
+        }
+        if (verdict == ROW_ERROR)
+            return rmx_seterr(err, errlen, "%s: /mel[%lld] cannot be read: %s (%s)", s->path, (long long)row,
+                              why, what);
+        if (!skip)
+            return rmx_seterr(err, errlen,
+                              "damaged segment: %s: %s (data.on_corrupt: skip would read the next "
+                              "valid segment in its place)",
+                              what, why);
+        if (mark_damaged(ds, at))
+            rmx_warn("skipped damaged segment: %s: %s; the next valid segment is read in its place", what,
+                     why);
+    }
+    return rmx_seterr(err, errlen, "%s: every one of its %lld segments is damaged", ds->spec,
+                      (long long)ds->total);
+}
+
+int rmx_dataset_read(rmx_dataset *ds, int64_t index, float *mel, int32_t *genre, char *err,
+                     size_t errlen) {
+    return rmx_dataset_read_resolved(ds, index, mel, genre, NULL, err, errlen);
+}
+
+void rmx_dataset_set_on_corrupt(rmx_dataset *ds, rmx_on_corrupt policy) { ds->on_corrupt = policy; }
+
+int64_t rmx_dataset_damaged_found(const rmx_dataset *ds) {
+    return __atomic_load_n(&ds->n_damaged, __ATOMIC_RELAXED);
 }
 
 /* Tells the kernel which byte ranges the batch is about to read. Shuffled samples are scattered
@@ -563,7 +671,7 @@ static void announce_batch(const rmx_dataset *ds, const int64_t *indices, int n)
         hsize_t offset[3] = {(hsize_t)(indices[i] - s->first), 0, 0}, size = 0;
         haddr_t addr = HADDR_UNDEF;
         unsigned mask = 0;
-        if (s->fd < 0 || !s->direct_chunks) continue;
+        if (s->fd < 0) continue;
         rmx_h5_lock();
         herr_t rc = H5Dget_chunk_info_by_coord(s->mel, offset, &mask, &addr, &size);
         rmx_h5_unlock();
@@ -572,15 +680,20 @@ static void announce_batch(const rmx_dataset *ds, const int64_t *indices, int n)
     }
 }
 
-int rmx_dataset_read_batch(rmx_dataset *ds, const int64_t *indices, int n, float *mel,
-                           int32_t *genre, char *err, size_t errlen) {
+int rmx_dataset_read_batch_resolved(rmx_dataset *ds, const int64_t *indices, int n, float *mel,
+                                    int32_t *genre, int64_t *used, char *err, size_t errlen) {
     size_t floats = rmx_dataset_sample_floats(ds);
     if (mel && n > 1) announce_batch(ds, indices, n);
     for (int i = 0; i < n; i++)
-        if (rmx_dataset_read(ds, indices[i], mel ? mel + (size_t)i * floats : NULL,
-                             genre ? genre + i : NULL, err, errlen))
+        if (rmx_dataset_read_resolved(ds, indices[i], mel ? mel + (size_t)i * floats : NULL,
+                                      genre ? genre + i : NULL, used ? used + i : NULL, err, errlen))
             return -1;
     return 0;
+}
+
+int rmx_dataset_read_batch(rmx_dataset *ds, const int64_t *indices, int n, float *mel,
+                           int32_t *genre, char *err, size_t errlen) {
+    return rmx_dataset_read_batch_resolved(ds, indices, n, mel, genre, NULL, err, errlen);
 }
 
 /* ---- provenance ---- */

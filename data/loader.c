@@ -14,6 +14,7 @@
 struct rmx_loader {
     rmx_dataset *ds;
     rmx_schedule *schedule; /* used only by the producer (the thread, or next() when synchronous) */
+    int64_t *used;          /* the producer's: [m] indices actually read (rmx_dataset_read_batch_resolved) */
     rmx_loader_config cfg;
     int accum;
     int n_slots;
@@ -27,6 +28,7 @@ struct rmx_loader {
     /* Micro-batch k (counted from the start) lives in slot k % n_slots. Guarded by mutex: */
     int64_t produced; /* micro-batches filled */
     int64_t consumed; /* micro-batches handed to the caller */
+    int64_t replaced; /* damaged samples replaced in the micro-batches handed to the caller */
     int holding;      /* the caller still holds micro-batch consumed - 1 */
     int failed;       /* the producer stopped at micro-batch `produced` with `error` */
     int stop;
@@ -55,6 +57,7 @@ static void free_slots(rmx_loader *l) {
         free(b->position);
     }
     free(l->slots);
+    free(l->used);
 }
 
 /* Reads micro-batch k (counted from the start step) into b. */
@@ -66,7 +69,14 @@ static int fill(rmx_loader *l, int64_t k, rmx_batch *b, char *err, size_t errlen
     if (rmx_schedule_micro_batch(l->schedule, b->step, b->micro, b->index, b->position))
         return rmx_seterr(err, errlen, "step %lld micro-batch %d is outside the schedule",
                           (long long)b->step, b->micro);
-    return rmx_dataset_read_batch(l->ds, b->index, b->m, b->mel, b->genre, err, errlen);
+    if (rmx_dataset_read_batch_resolved(l->ds, b->index, b->m, b->mel, b->genre, l->used, err, errlen))
+        return -1;
+    b->replaced = 0;
+    for (int i = 0; i < b->m; i++) {
+        b->replaced += l->used[i] != b->index[i];
+        b->index[i] = l->used[i];
+    }
+    return 0;
 }
 
 /* ---- the prefetch thread ---- */
@@ -130,7 +140,8 @@ static int init_loader(rmx_loader *l, rmx_dataset *ds, const rmx_loader_config *
     l->accum = rmx_schedule_accum_steps(l->schedule);
     l->n_slots = cfg->depth + 1;
     l->slots = calloc((size_t)l->n_slots, sizeof *l->slots);
-    if (!l->slots) return rmx_seterr(err, errlen, "loader: out of memory");
+    l->used = malloc((size_t)cfg->schedule.micro_batch * sizeof *l->used);
+    if (!l->slots || !l->used) return rmx_seterr(err, errlen, "loader: out of memory");
     for (int i = 0; i < l->n_slots; i++)
         if (alloc_slot(l, &l->slots[i]))
             return rmx_seterr(err, errlen, "loader: out of memory for %d buffers of %d samples",
@@ -157,6 +168,13 @@ rmx_loader *rmx_loader_create(rmx_dataset *ds, const rmx_loader_config *cfg, cha
 
 int rmx_loader_accum_steps(const rmx_loader *l) { return l->accum; }
 
+int64_t rmx_loader_replaced(const rmx_loader *l) {
+    pthread_mutex_lock((pthread_mutex_t *)&l->mutex);
+    int64_t n = l->replaced;
+    pthread_mutex_unlock((pthread_mutex_t *)&l->mutex);
+    return n;
+}
+
 static const rmx_batch *next_synchronous(rmx_loader *l, double *waited_s, char *err, size_t errlen) {
     double t0 = rmx_now_s();
     rmx_batch *b = &l->slots[0];
@@ -165,6 +183,7 @@ static const rmx_batch *next_synchronous(rmx_loader *l, double *waited_s, char *
     if (waited_s) *waited_s = rmx_now_s() - t0;
     if (rc == 0) {
         l->consumed++;
+        l->replaced += b->replaced;
         return b;
     }
     l->failed = 1;
@@ -186,6 +205,7 @@ const rmx_batch *rmx_loader_next(rmx_loader *l, double *waited_s, char *err, siz
     if (l->produced > l->consumed) {
         b = &l->slots[l->consumed % l->n_slots];
         l->consumed++;
+        l->replaced += b->replaced;
         l->holding = 1;
     } else {
         rmx_seterr(err, errlen, "%s", l->error);

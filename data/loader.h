@@ -23,8 +23,9 @@ typedef struct {
     int m;              /* samples in this micro-batch */
     float *mel;         /* [m * M * T], sample-major, then mel bin, then frame */
     int32_t *genre;     /* [m] genre ids */
-    int64_t *index;     /* [m] dataset indices */
+    int64_t *index;     /* [m] dataset indices read (a damaged one's replacement under skip) */
     int64_t *position;  /* [m] stream positions: the global sample index keying per-sample noise */
+    int replaced;       /* samples whose scheduled segment was damaged and replaced (skip policy) */
 } rmx_batch;
 
 typedef struct {
@@ -45,6 +46,10 @@ rmx_loader *rmx_loader_create(rmx_dataset *ds, const rmx_loader_config *cfg, cha
  * *waited_s (may be NULL) gets the seconds this call blocked waiting for data. */
 const rmx_batch *rmx_loader_next(rmx_loader *l, double *waited_s, char *err, size_t errlen);
 int rmx_loader_accum_steps(const rmx_loader *l);
+/* Samples replaced because their segment was damaged (rmx_dataset_set_on_corrupt skip), summed over
+ * the micro-batches handed to the caller so far (not those only read ahead): the same for a given
+ * dataset and run length whatever the prefetch depth, and summed over ranks, whatever the world size. */
+int64_t rmx_loader_replaced(const rmx_loader *l);
 /* Stops the thread (after the read in progress, if any) and frees everything. */
 void rmx_loader_close(rmx_loader *l);
 

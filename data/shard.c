@@ -173,7 +173,9 @@ static hid_t create_file(const char *tmp_path) {
     return file;
 }
 
-/* /mel [0, M, T], extendible along N, one segment per chunk so a sample is one contiguous read. */
+/* /mel [0, M, T], extendible along N, one segment per chunk so a sample is one contiguous read, and
+ * a Fletcher32 checksum per chunk, so damage to one segment is caught when it is read and confined
+ * to that segment. */
 static hid_t create_mel(hid_t file, const rmx_mel_params *p) {
     hsize_t dims[3] = {0, (hsize_t)p->n_mels, (hsize_t)p->segment_frames};
     hsize_t maxdims[3] = {H5S_UNLIMITED, dims[1], dims[2]};
@@ -183,7 +185,7 @@ static hid_t create_mel(hid_t file, const rmx_mel_params *p) {
     hid_t ds = -1;
     /* Every chunk is written whole, so fill values would only cost a second write. */
     if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 3, chunk) >= 0 &&
-        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0)
+        H5Pset_fletcher32(dcpl) >= 0 && H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0)
         ds = H5Dcreate2(file, "mel", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (space >= 0) H5Sclose(space);
     if (dcpl >= 0) H5Pclose(dcpl);
@@ -314,12 +316,22 @@ int rmx_shard_append(rmx_shard_writer *w, const float *mel, int32_t genre, const
 
 /* ---- closing: the small datasets and the attributes ---- */
 
+/* Entries per chunk of the per-segment datasets: 16 KiB of int32, read whole when a row is read. */
+#define CHUNK_1D 4096
+
+/* A 1-D dataset, chunked with a Fletcher32 checksum per chunk (an empty one stays contiguous: a
+ * chunk cannot be larger than a fixed-size dataset, and there is nothing to protect). */
 static herr_t write_1d(hid_t file, const char *name, hid_t file_type, hid_t mem_type, hsize_t n,
                        const void *data) {
     hid_t space = H5Screate_simple(1, &n, NULL);
     hid_t dcpl = untimed_plist(H5P_DATASET_CREATE);
     hid_t ds = -1;
     herr_t rc = -1;
+    hsize_t chunk = n < CHUNK_1D ? n : CHUNK_1D;
+    if (dcpl >= 0 && n > 0 && (H5Pset_chunk(dcpl, 1, &chunk) < 0 || H5Pset_fletcher32(dcpl) < 0)) {
+        H5Pclose(dcpl);
+        dcpl = -1;
+    }
     if (space >= 0 && dcpl >= 0) ds = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     if (ds >= 0) rc = n ? H5Dwrite(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
     if (ds >= 0 && H5Dclose(ds) < 0) rc = -1;

@@ -8,7 +8,10 @@
 #include <stdint.h>
 
 #define RMX_SHARD_FORMAT "remixer-mel"
-#define RMX_SHARD_VERSION 1
+/* Version 2 adds a Fletcher32 checksum to every chunk of every dataset (data/FORMAT.md); readers
+ * still accept version 1 (no checksums: damage goes undetected, see data/dataset.h). */
+#define RMX_SHARD_VERSION 2
+#define RMX_SHARD_VERSION_MIN 1
 #define RMX_MAX_GENRES 64
 #define RMX_GENRE_NAME_MAX 64
 

@@ -70,6 +70,8 @@ static const key_spec SCHEMA[] = {
     STR("data.train", data.train, "", ANY, "training shards: a folder or a glob, relative to the current directory"),
     STR("data.val", data.val, "", ANY, "validation shards: a folder or a glob; empty: no validation"),
     NUM("data.prefetch", K_INT, data.prefetch, "4", BETWEEN(1, 1024), "micro-batches the loader thread reads ahead"),
+    ENUM("data.on_corrupt", data.on_corrupt, "stop", "stop|skip",
+         "a damaged segment (checksum mismatch): stop with exit 3, or skip: log it, read the next valid one in its place"),
 
     NUM("model.channels", K_INT, model.channels, "32", BETWEEN(1, 4096), "base channel count C of the autoencoder"),
     LIST("model.channel_mult", model.channel_mult, model.n_levels, "[1, 2, 4]", BETWEEN(1, 64),
@@ -108,6 +110,38 @@ static const key_spec SCHEMA[] = {
         "diffusion: classifier-free guidance w of the evaluation's generations (1: conditional only)"),
     NUM("diffusion.eval_timesteps", K_INT, diffusion.eval_timesteps, "10", BETWEEN(1, 16),
         "diffusion: timesteps of the validation loss grid, evenly spaced over the schedule"),
+    STR("diffusion.checkpoint", diffusion.checkpoint, "", ANY,
+        "remix: the stage-2 checkpoint whose EMA transformer, autoencoder and schedule the remix model starts from"),
+
+    NUM("remix.content_weight", K_FLOAT, remix.content_weight, "1", AT_LEAST(0),
+        "remix: alpha, weight of the content loss (encoder features of the original)"),
+    NUM("remix.style_weight", K_FLOAT, remix.style_weight, "100", AT_LEAST(0),
+        "remix: beta, weight of the style loss (Gram matrices of the style song's encoder features)"),
+    NUM("remix.tv_weight", K_FLOAT, remix.tv_weight, "0.1", AT_LEAST(0),
+        "remix: gamma, weight of the total variation of the decoded mel"),
+    NUM("remix.diffusion_weight", K_FLOAT, remix.diffusion_weight, "1", AT_LEAST(0),
+        "remix: lambda, weight of the noise-prediction loss that keeps the model on the data"),
+    STR("remix.content_layers", remix.content_layers, "enc.mid.res", NONEMPTY,
+        "remix: encoder steps whose outputs measure content, comma-separated (remixer-train --dry-run lists them)"),
+    STR("remix.style_layers", remix.style_layers, "enc.conv_in, enc.down.0.res.0, enc.down.1.res.0", NONEMPTY,
+        "remix: encoder steps whose Gram matrices measure style, comma-separated"),
+    NUM("remix.strength_min", K_FLOAT, remix.strength_min, "0.3", BETWEEN(0, 1),
+        "remix: lowest strength of training: the original is noised to t = strength x T"),
+    NUM("remix.strength_max", K_FLOAT, remix.strength_max, "0.8", BETWEEN(0, 1), "remix: highest training strength"),
+    ENUM("remix.pairing", remix.pairing, "other-genre", "other-genre|any",
+         "remix: which training segment is a sample's style: one of another genre, or any"),
+    NUM("remix.style_drop", K_FLOAT, remix.style_drop, "0.1", FRACTION,
+        "remix: probability the style tokens are replaced by the null style (style guidance)"),
+    NUM("remix.ema_decay", K_FLOAT, remix.ema_decay, "0.999", FRACTION,
+        "remix: EMA decay of the weights, warmed up as in stage 2"),
+    NUM("remix.sample_steps", K_INT, remix.sample_steps, "50", BETWEEN(1, 100000),
+        "remix: DDIM steps over the whole schedule for the evaluation's remixes (fewer run below the strength)"),
+    NUM("remix.style_scale", K_FLOAT, remix.style_scale, "2", AT_LEAST(0),
+        "remix: style guidance of the evaluation's remixes (1: style tokens only, no guidance)"),
+    NUM("remix.eval_strength", K_FLOAT, remix.eval_strength, "0.6", BETWEEN(0, 1),
+        "remix: strength of the evaluation's remixes"),
+    NUM("remix.eval_pairs", K_INT, remix.eval_pairs, "4", BETWEEN(1, 8),
+        "remix: (original, style) pairs of validation segments in the evaluation PNG"),
 
     NUM("train.steps", K_INT64, train.steps, "100000", AT_LEAST(1), "optimizer steps of the whole run"),
     NUM("train.global_batch", K_INT, train.global_batch, "64", AT_LEAST(1), "samples per step over all ranks (B)"),
@@ -153,9 +187,11 @@ static const struct {
     const char *stages; /* "a|b" */
 } STAGE_SECTIONS[] = {
     {"model.", "vae"},
-    {"autoencoder.", "diffusion|remix"},
-    {"dit.", "diffusion|remix"},
-    {"diffusion.", "diffusion|remix"},
+    {"autoencoder.", "diffusion"},
+    {"dit.", "diffusion"},
+    {"diffusion.checkpoint", "remix"}, /* (the first matching prefix counts) */
+    {"diffusion.", "diffusion"},
+    {"remix.", "remix"},
 };
 
 /* The stages key `k` belongs to, or NULL for every stage. */
@@ -856,6 +892,17 @@ static int fail_rel(ctx *c, const char *key, const char *other, const char *fmt,
 
 static void format_float(float f, char *out, size_t n);
 
+/* Why a later stage has no say over an earlier stage's architecture keys. */
+static const char *inherited_note(const char *stage, const char *key) {
+    bool architecture = strncmp(key, "model.", 6) == 0 || strncmp(key, "autoencoder.", 12) == 0 ||
+                        strncmp(key, "dit.", 4) == 0 || strncmp(key, "diffusion.", 10) == 0;
+    if (strcmp(stage, "diffusion") == 0 && strncmp(key, "model.", 6) == 0)
+        return " (the autoencoder's architecture comes from autoencoder.checkpoint)";
+    if (strcmp(stage, "remix") == 0 && architecture)
+        return " (the autoencoder, the transformer and the schedule come from diffusion.checkpoint)";
+    return "";
+}
+
 /* A key set (in the file or by --set) that another stage reads would be silently ignored. */
 static int check_stage_keys(ctx *c) {
     for (size_t k = 0; k < N_KEYS; k++) {
@@ -865,10 +912,7 @@ static int check_stage_keys(ctx *c) {
         snprintf(list, sizeof list, "%.*s%s", (int)strcspn(stages, "|"), stages,
                  strchr(stages, '|') ? " (and later ones)" : "");
         return fail(c, &c->org[k], SCHEMA[k].key, "belongs to stage %s, but this config's stage is %s%s", list,
-                    c->cfg->stage,
-                    strcmp(c->cfg->stage, "vae") != 0 && strncmp(SCHEMA[k].key, "model.", 6) == 0
-                        ? " (the autoencoder's architecture comes from autoencoder.checkpoint)"
-                        : "");
+                    c->cfg->stage, inherited_note(c->cfg->stage, SCHEMA[k].key));
     }
     return 0;
 }
@@ -883,7 +927,7 @@ static int check_relations(ctx *c) {
     if (strcmp(g->model.bottleneck, "vq") == 0 && g->model.codebook_size < 2)
         return fail_rel(c, "model.codebook_size", "model.bottleneck",
                         "expected an integer >= 2 when model.bottleneck is vq, got '%d'", g->model.codebook_size);
-    if (strcmp(g->stage, "vae") != 0) {
+    if (strcmp(g->stage, "diffusion") == 0) {
         if (g->dit.hidden % g->dit.heads != 0)
             return fail_rel(c, "dit.heads", "dit.hidden", "expected a divisor of dit.hidden (%d), got '%d'",
                             g->dit.hidden, g->dit.heads);
@@ -901,6 +945,19 @@ static int check_relations(ctx *c) {
             return fail_rel(c, "autoencoder.checkpoint", "stage",
                             "expected the path of a stage-1 checkpoint (stage %s trains over a frozen autoencoder)",
                             g->stage);
+    }
+    if (strcmp(g->stage, "remix") == 0) {
+        if (!g->diffusion.checkpoint[0])
+            return fail_rel(c, "diffusion.checkpoint", "stage",
+                            "expected the path of a stage-2 checkpoint (stage remix starts from its transformer "
+                            "and autoencoder)");
+        if (g->remix.strength_min > g->remix.strength_max) {
+            char lo[32], hi[32];
+            format_float(g->remix.strength_min, lo, sizeof lo);
+            format_float(g->remix.strength_max, hi, sizeof hi);
+            return fail_rel(c, "remix.strength_max", "remix.strength_min",
+                            "expected a number >= remix.strength_min (%s), got '%s'", lo, hi);
+        }
     }
     if (g->train.min_lr > g->train.lr) {
         char lr[32], min_lr[32];

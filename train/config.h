@@ -18,6 +18,7 @@ typedef struct {
         char train[RMX_PATH_MAX]; /* shard folder or glob */
         char val[RMX_PATH_MAX];   /* shard folder or glob; empty: no validation */
         int prefetch;             /* micro-batches read ahead by the loader thread */
+        char on_corrupt[8];       /* stop | skip: what a damaged segment does (data/dataset.h) */
     } data;
 
     struct {
@@ -55,7 +56,23 @@ typedef struct {
         int sample_steps;       /* DDIM steps of the evaluation's generated spectrograms */
         float cfg_scale;        /* classifier-free guidance of the evaluation's generations */
         int eval_timesteps;     /* timesteps of the validation loss grid */
+        char checkpoint[RMX_PATH_MAX]; /* stage remix: the stage-2 checkpoint it starts from */
     } diffusion;
+
+    /* stage remix: the loss weights and layers, the training pairs, guidance, evaluation */
+    struct {
+        float content_weight, style_weight, tv_weight, diffusion_weight; /* alpha, beta, gamma, lambda */
+        char content_layers[256];   /* encoder steps, comma-separated */
+        char style_layers[256];
+        float strength_min, strength_max; /* the original is noised to t = strength T */
+        char pairing[16];           /* other-genre | any */
+        float style_drop;           /* probability the style tokens are dropped (guidance) */
+        float ema_decay;
+        int sample_steps;           /* DDIM steps of the evaluation's remixes */
+        float style_scale;          /* style guidance of the evaluation's remixes */
+        float eval_strength;
+        int eval_pairs;             /* rows of the evaluation PNG */
+    } remix;
 
     struct {
         int64_t steps;

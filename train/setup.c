@@ -36,11 +36,15 @@ static int open_data(rmx_trainer *t, char *err, size_t errlen) {
     if (!t->cfg.data.train[0])
         return rmx_seterr(err, errlen, "%s: data.train: a training dataset is required (a shard folder or glob)",
                           t->cfg.path);
+    rmx_on_corrupt on_corrupt =
+        strcmp(t->cfg.data.on_corrupt, "skip") == 0 ? RMX_ON_CORRUPT_SKIP : RMX_ON_CORRUPT_STOP;
     t->train = rmx_dataset_open(t->cfg.data.train, err, errlen);
     if (!t->train) return -1;
+    rmx_dataset_set_on_corrupt(t->train, on_corrupt);
     if (!t->cfg.data.val[0]) return 0;
     t->val = rmx_dataset_open(t->cfg.data.val, err, errlen);
     if (!t->val) return -1;
+    rmx_dataset_set_on_corrupt(t->val, on_corrupt);
     return rmx_dataset_check_compatible(t->train, t->val, err, errlen);
 }
 

@@ -383,6 +383,16 @@ static int start_run(rmx_trainer *t) {
     return rmx_comm_any(&t->comm, failed) ? RMX_EXIT_FAILURE : RMX_EXIT_OK;
 }
 
+/* data.on_corrupt skip: training samples whose damaged segment was replaced, summed over the ranks
+ * (the same for every world size). Collective: called by every rank of a finished run. */
+static void report_damaged(rmx_trainer *t) {
+    double n = (double)rmx_loader_replaced(t->loader);
+    rmx_comm_sum_doubles(&t->comm, &n, 1);
+    if (t->comm.rank == 0 && n > 0)
+        printf("damaged segments skipped: %.0f training samples were read from the next valid segment "
+               "(data.on_corrupt: skip; the warnings above name each one)\n", n);
+}
+
 static void print_finished(const rmx_trainer *t) {
     if (t->comm.rank != 0) return;
     printf("finished %" PRId64 " steps; metrics in %s/metrics.jsonl, spectrogram PNGs in %s/, "
@@ -426,6 +436,7 @@ int rmx_trainer_run(rmx_trainer *t) {
     else if (code == RMX_EXIT_OK) code = save_final_checkpoint(t);
     report_checkpoint(t, 1); /* a periodic write still in flight when an error stopped the run */
     if (t->comm.rank == 0) rmx_progress_finish(&t->bar);
+    if (code == RMX_EXIT_OK) report_damaged(t);
     if (code == RMX_EXIT_OK) print_finished(t);
     return code;
 }

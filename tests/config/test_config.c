@@ -199,10 +199,21 @@ static void test_stage_keys(void) {
                  "t.yaml:5:13: model.channels: belongs to stage vae, but this config's stage is diffusion "
                  "(the autoencoder's architecture comes from autoencoder.checkpoint)");
     EXPECT_ERROR("a transformer key in a vae config", "dit:\n  depth: 4\n", NO_SETS,
-                 "t.yaml:2:10: dit.depth: belongs to stage diffusion (and later ones), but this config's stage is vae");
+                 "t.yaml:2:10: dit.depth: belongs to stage diffusion, but this config's stage is vae");
     EXPECT_ERROR("a diffusion key set by --set in a vae config", "", SETS("diffusion.label_drop=0.2"),
-                 "--set diffusion.label_drop=0.2: diffusion.label_drop: belongs to stage diffusion (and later "
-                 "ones), but this config's stage is vae");
+                 "--set diffusion.label_drop=0.2: diffusion.label_drop: belongs to stage diffusion, but this "
+                 "config's stage is vae");
+#define REMIX "stage: remix\ndiffusion:\n  checkpoint: runs/dit/ckpt-00004000.h5\n"
+    EXPECT_ERROR("a transformer key in a remix config", REMIX "dit:\n  depth: 4\n", NO_SETS,
+                 "t.yaml:5:10: dit.depth: belongs to stage diffusion, but this config's stage is remix (the "
+                 "autoencoder, the transformer and the schedule come from diffusion.checkpoint)");
+    EXPECT_ERROR("a remix key in a diffusion config", DIFF "remix:\n  style_weight: 3\n", NO_SETS,
+                 "t.yaml:5:17: remix.style_weight: belongs to stage remix, but this config's stage is diffusion");
+    EXPECT_ERROR("a remix without its stage-2 checkpoint", "stage: remix\n", NO_SETS,
+                 "t.yaml:1:8: diffusion.checkpoint: expected the path of a stage-2 checkpoint (stage remix starts "
+                 "from its transformer and autoencoder)");
+    EXPECT_ERROR("strength range upside down", REMIX "remix:\n  strength_min: 0.8\n  strength_max: 0.2\n",
+                 NO_SETS, "t.yaml:6:17: remix.strength_max: expected a number >= remix.strength_min (0.8), got '0.2'");
     EXPECT_ERROR("heads not dividing the width", DIFF "dit:\n  hidden: 384\n  heads: 5\n", NO_SETS,
                  "t.yaml:6:10: dit.heads: expected a divisor of dit.hidden (384), got '5'");
     EXPECT_ERROR("a width the 2-D positions cannot split", DIFF "dit:\n  hidden: 66\n  heads: 3\n", NO_SETS,

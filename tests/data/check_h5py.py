@@ -30,7 +30,7 @@ def expected_mel(key):
 def check_attributes(f, index):
     a = f.attrs
     assert text(a["format"]) == "remixer-mel", a["format"]
-    assert int(a["format_version"]) == 1
+    assert int(a["format_version"]) == 2
     ints = dict(sample_rate=22050, n_fft=2048, win_length=2048, hop_length=256, n_mels=M,
                 segment_frames=T, n_genres=GENRES, shard_index=index, shard_count=len(ROWS))
     for name, want in ints.items():
@@ -45,6 +45,7 @@ def check_datasets(f, first_key):
     n = f["mel"].shape[0]
     assert f["mel"].dtype == np.dtype("<f4") and f["mel"].shape == (n, M, T)
     assert f["mel"].chunks == (1, M, T) and f["mel"].maxshape == (None, M, T)
+    assert all(f[name].fletcher32 for name in ("mel", "genre", "source", "offset", "sources"))
     assert f["genre"].dtype == np.dtype("<i4") and f["genre"].shape == (n,)
     assert f["source"].dtype == np.dtype("<i4") and f["offset"].dtype == np.dtype("<i8")
     sources = [text(s) for s in f["sources"][:]]

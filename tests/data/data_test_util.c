@@ -145,3 +145,91 @@ int rmxt_poke_mel(const char *shard_path, int row, int bin, int frame, float val
     if (f >= 0) H5Fclose(f);
     return rc < 0 ? -1 : 0;
 }
+
+int rmxt_flip_file_bit(const char *path, long offset, int bit) {
+    FILE *f = fopen(path, "r+b");
+    if (!f) return -1;
+    int c = fseek(f, offset, SEEK_SET) == 0 ? fgetc(f) : EOF;
+    int rc = -1;
+    if (c != EOF && fseek(f, offset, SEEK_SET) == 0 && fputc(c ^ (1 << bit), f) != EOF) rc = 0;
+    if (fclose(f) != 0) rc = -1;
+    return rc;
+}
+
+/* File offset and stored size of /mel row `row`'s chunk. */
+static int chunk_location(const char *shard_path, int row, haddr_t *addr, hsize_t *size) {
+    hid_t f = H5Fopen(shard_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = f >= 0 ? H5Dopen2(f, "mel", H5P_DEFAULT) : -1;
+    hsize_t at[3] = {(hsize_t)row, 0, 0};
+    unsigned mask = 0;
+    *addr = HADDR_UNDEF;
+    *size = 0;
+    herr_t rc = ds >= 0 ? H5Dget_chunk_info_by_coord(ds, at, &mask, addr, size) : -1;
+    if (ds >= 0) H5Dclose(ds);
+    if (f >= 0) H5Fclose(f);
+    return rc < 0 || *addr == HADDR_UNDEF ? -1 : 0;
+}
+
+int rmxt_flip_chunk_bit(const char *shard_path, int row, size_t byte, int bit) {
+    haddr_t addr;
+    hsize_t size;
+    if (chunk_location(shard_path, row, &addr, &size) || byte >= size) return -1;
+    return rmxt_flip_file_bit(shard_path, (long)(addr + byte), bit);
+}
+
+int rmxt_mel_chunk_span(const char *shard_path, long *start, long *end, int *rows) {
+    hid_t f = H5Fopen(shard_path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t ds = f >= 0 ? H5Dopen2(f, "mel", H5P_DEFAULT) : -1;
+    hid_t space = ds >= 0 ? H5Dget_space(ds) : -1;
+    hsize_t dims[3] = {0, 0, 0};
+    if (space >= 0) H5Sget_simple_extent_dims(space, dims, NULL);
+    if (space >= 0) H5Sclose(space);
+    if (ds >= 0) H5Dclose(ds);
+    if (f >= 0) H5Fclose(f);
+    if (ds < 0) return -1;
+    *rows = (int)dims[0];
+    *start = -1;
+    *end = -1;
+    for (int r = 0; r < *rows; r++) {
+        haddr_t addr;
+        hsize_t size;
+        if (chunk_location(shard_path, r, &addr, &size)) return -1;
+        if (*start < 0 || (long)addr < *start) *start = (long)addr;
+        if ((long)(addr + size) > *end) *end = (long)(addr + size);
+    }
+    return 0;
+}
+
+/* Rewrites dataset `name` with the same type, shape and chunking but no filters. */
+static int rewrite_unfiltered(hid_t f, const char *name) {
+    hid_t ds = H5Dopen2(f, name, H5P_DEFAULT);
+    if (ds < 0) return -1;
+    hid_t type = H5Dget_type(ds), space = H5Dget_space(ds), dcpl = H5Dget_create_plist(ds);
+    hssize_t n = H5Sget_simple_extent_npoints(space);
+    char *buf = malloc((size_t)(n > 0 ? n : 1) * H5Tget_size(type));
+    int rc = buf && (n == 0 || H5Dread(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) >= 0) ? 0 : -1;
+    H5Dclose(ds);
+    if (!rc && H5Pget_layout(dcpl) == H5D_CHUNKED) rc = H5Premove_filter(dcpl, H5Z_FILTER_ALL) < 0 ? -1 : 0;
+    if (!rc) rc = H5Ldelete(f, name, H5P_DEFAULT) < 0 ? -1 : 0;
+    hid_t out = rc ? -1 : H5Dcreate2(f, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (out < 0 || (n > 0 && H5Dwrite(out, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)) rc = -1;
+    if (out >= 0) H5Dclose(out);
+    free(buf);
+    H5Tclose(type);
+    H5Sclose(space);
+    H5Pclose(dcpl);
+    return rc;
+}
+
+int rmxt_strip_checksums(const char *shard_path, int version) {
+    hid_t f = H5Fopen(shard_path, H5F_ACC_RDWR, H5P_DEFAULT);
+    if (f < 0) return -1;
+    const char *names[] = {"mel", "genre", "source", "offset", "sources"};
+    int rc = 0;
+    for (int i = 0; i < 5 && !rc; i++) rc = rewrite_unfiltered(f, names[i]);
+    hid_t attr = rc ? -1 : H5Aopen(f, "format_version", H5P_DEFAULT);
+    if (attr < 0 || H5Awrite(attr, H5T_NATIVE_INT, &version) < 0) rc = -1;
+    if (attr >= 0) H5Aclose(attr);
+    if (H5Fclose(f) < 0) rc = -1;
+    return rc;
+}

@@ -50,6 +50,18 @@ int rmxt_write_dataset(const char *dir, const rmx_mel_params *p, int n_shards, c
 /* Overwrites /mel[row, bin, frame] of a shard file in place, as damage or a foreign tool would
  * (the writer itself refuses non-finite values). */
 int rmxt_poke_mel(const char *shard_path, int row, int bin, int frame, float value);
+/* Damage as a disk or a copy would do it, behind HDF5's back: flips bit `bit` of byte `byte` of the
+ * stored chunk of /mel row `row` (found with H5Dget_chunk_info_by_coord); the chunk's checksum no
+ * longer matches. Returns 0, or -1 when the chunk cannot be found or written. */
+int rmxt_flip_chunk_bit(const char *shard_path, int row, size_t byte, int bit);
+/* Flips bit `bit` of the byte at file offset `offset`. */
+int rmxt_flip_file_bit(const char *path, long offset, int bit);
+/* [*start, *end) bytes of the file that hold /mel chunks; *rows gets the number of chunks. */
+int rmxt_mel_chunk_span(const char *shard_path, long *start, long *end, int *rows);
+/* Turns a shard into a format-version-1 one, as the writer before checksums made it: every dataset
+ * rewritten without its Fletcher32 filter (same type, shape and chunking) and format_version = 1
+ * (or `version`, to fake a file that claims checksums it does not have). */
+int rmxt_strip_checksums(const char *shard_path, int version);
 /* Path of shard i in dir. */
 void rmxt_shard_path(const char *dir, int i, char *out, size_t outlen);
 

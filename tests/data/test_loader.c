@@ -113,7 +113,7 @@ static int first_micro_batch_with(int64_t bad, int64_t n_samples) {
 
 /* Sample 9 (shard 1, row 2) holds a NaN: both modes deliver everything before it, then the error. */
 static void test_error_reaches_caller(const char *root) {
-    char dir[4096], err[1024], want[8192], path[4096];
+    char dir[4096], err[1024], want[16384], path[4096];
     rmxt_subdir(root, "nan", dir, sizeof dir);
     rmx_mel_params p = rmxt_params(M, T, GENRES);
     int rows[3] = {7, 5, 9};
@@ -125,7 +125,10 @@ static void test_error_reaches_caller(const char *root) {
     if (!ds) return;
     int bad = first_micro_batch_with(9, rmx_dataset_length(ds));
     CHECK(bad > 0);
-    snprintf(want, sizeof want, "%s: /mel[2] contains a non-finite value", path);
+    snprintf(want, sizeof want,
+             "damaged segment: %s segment 2 (sample 9 of %s) from genre3/file_003.wav: /mel contains a "
+             "non-finite value (data.on_corrupt: skip would read the next valid segment in its place)",
+             path, dir);
     static record out[K];
     for (int depth = 0; depth <= 2; depth += 2) {
         rmx_loader_config c = loader_config(1, 0, depth);

@@ -65,13 +65,14 @@ static void check_dataset_layout(hid_t file, const char *name, hid_t want_type, 
     H5Dclose(ds);
 }
 
-/* /mel is chunked one segment per chunk and extendible along N. */
+/* /mel is chunked one segment per chunk, with a Fletcher32 checksum per chunk, and extendible along N. */
 static void check_mel_chunking(hid_t file) {
     hid_t ds = H5Dopen2(file, "mel", H5P_DEFAULT);
     hid_t dcpl = H5Dget_create_plist(ds), space = H5Dget_space(ds);
     hsize_t chunk[3] = {0, 0, 0}, maxdims[3] = {0, 0, 0};
     CHECK(H5Pget_layout(dcpl) == H5D_CHUNKED);
     CHECK(H5Pget_chunk(dcpl, 3, chunk) == 3 && chunk[0] == 1 && chunk[1] == M && chunk[2] == T);
+    CHECK(H5Pget_nfilters(dcpl) == 1 && H5Pget_filter2(dcpl, 0, NULL, NULL, NULL, 0, NULL, NULL) == H5Z_FILTER_FLETCHER32);
     H5Sget_simple_extent_dims(space, NULL, maxdims);
     CHECK(maxdims[0] == H5S_UNLIMITED && maxdims[1] == M && maxdims[2] == T);
     H5Pclose(dcpl);
@@ -111,6 +112,15 @@ static void test_layout_and_attributes(const char *dir, const rmx_mel_params *p)
     check_dataset_layout(file, "source", H5T_STD_I32LE, 1, rows);
     check_dataset_layout(file, "offset", H5T_STD_I64LE, 1, rows);
     check_mel_chunking(file);
+    /* the per-segment datasets carry checksums too */
+    const char *small[] = {"genre", "source", "offset", "sources"};
+    for (int i = 0; i < 4; i++) {
+        hid_t ds = H5Dopen2(file, small[i], H5P_DEFAULT), dcpl = H5Dget_create_plist(ds);
+        CHECK(H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_nfilters(dcpl) == 1 &&
+              H5Pget_filter2(dcpl, 0, NULL, NULL, NULL, 0, NULL, NULL) == H5Z_FILTER_FLETCHER32);
+        H5Pclose(dcpl);
+        H5Dclose(ds);
+    }
     /* Keys 3..6 come from sources file_001 (keys 3, 4, 5) and file_002 (key 6). */
     char sources[4][64];
     hid_t ds = H5Dopen2(file, "sources", H5P_DEFAULT);

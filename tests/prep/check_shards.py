@@ -42,7 +42,9 @@ def read_split(outdir, split, expected_count, genres, attrs):
         with h5py.File(path, "r") as f:
             a = f.attrs
             check(text(a["format"]) == "remixer-mel", f"{path}: format {a['format']!r}")
-            check(int(a["format_version"]) == 1, f"{path}: format_version {a['format_version']}")
+            check(int(a["format_version"]) == 2, f"{path}: format_version {a['format_version']}")
+            check(all(f[n].fletcher32 for n in ("mel", "genre", "source", "offset", "sources")),
+                  f"{path}: a dataset lacks Fletcher32 checksums")
             for key, want in attrs.items():
                 got = a[key]
                 check(np.float32(got) == np.float32(want), f"{path}: attribute {key} is {got}, expected {want}")
