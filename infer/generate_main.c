@@ -191,7 +191,7 @@ static int write_clip(const rmx_generator *g, const rmx_vocoder *voc, const cli 
     snprintf(comment, sizeof comment,
              "remixer-generate %s step %" PRId64 ": genre %s, clip %d, seed %" PRIu64
              ", steps %d, cfg %g, eta %g, seconds %.3f, griffin-lim %d",
-             g->path, g->step, genre, k, c->seed, c->steps, c->cfg, c->eta, (double)n / a->sample_rate,
+             g->path, g->m.step, genre, k, c->seed, c->steps, c->cfg, c->eta, (double)n / a->sample_rate,
              c->iterations);
     rmx_wav_options wo;
     rmx_wav_default_options(&wo);
@@ -285,13 +285,13 @@ static int run(const cli *c) {
         rmx_generator_close(&g);
         return RMX_EXIT_FAILURE;
     }
-    int K = c->steps < g.sched.timesteps ? c->steps : g.sched.timesteps;
+    int K = c->steps < g.m.sched.timesteps ? c->steps : g.m.sched.timesteps;
     int batches_per_genre = (c->count + MAX_BATCH - 1) / MAX_BATCH;
     progress_state ps = {.base = 0};
     rmx_progress_start(&ps.bar, "generate", (int64_t)(last - first + 1) * batches_per_genre * segments * K);
     printf("%s (step %" PRId64 "): %d clip%s of %.2f s per genre (%d segment%s), DDIM %d steps, cfg %g, seed %" PRIu64
            "\n",
-           c->checkpoint, g.step, c->count, c->count == 1 ? "" : "s", seconds, segments, segments == 1 ? "" : "s", K,
+           c->checkpoint, g.m.step, c->count, c->count == 1 ? "" : "s", seconds, segments, segments == 1 ? "" : "s", K,
            c->cfg, c->seed);
     fflush(stdout);
     for (int genre = first; code == RMX_EXIT_OK && genre <= last; genre++)

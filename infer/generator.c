@@ -1,146 +1,55 @@
 /* Sampling from a stage-2 checkpoint (infer/generator.h). */
 #include "infer/generator.h"
+#include "infer/infer.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-#include "train/checkpoint.h"
 #include "util/exitcodes.h"
 #include "util/log.h"
 #include "util/rng.h"
-
-static int choose_backend(rmx_generator *g, const char *device, int threads, char *err, size_t errlen) {
-    if (strcmp(device, "cpu") != 0) {
-        char why[1024];
-        g->be = rmx_backend_cuda_create(0, why, sizeof why);
-        if (g->be) return 0;
-        if (strcmp(device, "cuda") == 0)
-            return rmx_seterr(err, errlen, "--device cuda was asked for, but %s", why);
-    }
-    g->be = rmx_backend_cpu_create(threads);
-    return g->be ? 0 : rmx_seterr(err, errlen, "cannot create the cpu backend");
-}
-
-/* The checkpoint's stage and training config. */
-static int read_header(rmx_generator *g, rmx_ckpt_reader *r, char *err, size_t errlen) {
-    const char *stage = rmx_ckpt_reader_stage(r);
-    if (strcmp(stage, "diffusion") != 0)
-        return rmx_seterr(err, errlen,
-                          "%s is a checkpoint of stage %s; generating needs a stage-2 (diffusion) checkpoint, "
-                          "as remixer-train writes for configs/diffusion.yaml",
-                          g->path, stage);
-    if (rmx_ckpt_get_i64(r, "", "step", &g->step, err, errlen) != 0) return -1;
-    char *text = rmx_ckpt_get_str(r, "", "config", err, errlen);
-    if (!text) return -1;
-    char name[RMX_PATH_MAX + 32], why[2048];
-    snprintf(name, sizeof name, "%s (its config attribute)", g->path);
-    int rc = rmx_config_load_string(&g->cfg, name, text, NULL, 0, why, sizeof why);
-    free(text);
-    return rc == 0 ? 0 : rmx_seterr(err, errlen, "%s", why);
-}
-
-static int create_dit(rmx_generator *g, char *err, size_t errlen) {
-    const rmx_config *c = &g->cfg;
-    rmx_dit_hparams hp;
-    rmx_dit_hparams_default(&hp);
-    rmx_ae_latent_shape(g->fae.ae, &g->lat_c, &g->lat_h, &g->lat_w);
-    hp.in_channels = g->lat_c;
-    hp.height = g->lat_h;
-    hp.width = g->lat_w;
-    hp.patch = c->dit.patch;
-    hp.hidden = c->dit.hidden;
-    hp.depth = c->dit.depth;
-    hp.heads = c->dit.heads;
-    hp.mlp_ratio = c->dit.mlp_ratio;
-    hp.num_classes = g->fae.audio.n_genres;
-    hp.micro_batch = 2;
-    char why[1024];
-    g->dit = rmx_dit_create(g->be, &hp, 0, why, sizeof why);
-    if (!g->dit) return rmx_seterr(err, errlen, "%s: %s", g->path, why);
-    g->frames_per_column = g->fae.hp.frames / g->lat_w;
-    return 0;
-}
-
-/* The EMA weights and latent_scale, every chunk's checksum verified. */
-static int load_weights(rmx_generator *g, rmx_ckpt_reader *r, char *err, size_t errlen) {
-    rmx_params scale;
-    rmx_params_init(&scale, g->be, 0, 0);
-    int64_t one = 1;
-    rmx_params_add(&scale, "latent_scale", 1, &one, RMX_INIT_CONST, 1.0f);
-    rmx_params_finalize(&scale);
-    rmx_ckpt_layout layout = {0};
-    rmx_ckpt_layout_add(&layout, "ema", rmx_dit_params(g->dit), 0);
-    rmx_ckpt_layout_add(&layout, "ema", rmx_dit_state(g->dit), 0);
-    rmx_ckpt_layout_add(&layout, "diffusion", &scale, 0);
-    char why[2048];
-    rmx_ckpt_status st = rmx_ckpt_load(r, &layout, why, sizeof why);
-    int rc = 0;
-    if (st == RMX_CKPT_DAMAGED) rc = rmx_seterr(err, errlen, "%s is damaged: %s", g->path, why);
-    else if (st == RMX_CKPT_REFUSED) rc = rmx_seterr(err, errlen, "%s", why);
-    if (rc == 0) g->be->to_host(g->be, &g->latent_scale, scale.data, sizeof(float));
-    rmx_params_free(&scale);
-    if (rc == 0 && !(g->latent_scale > 0 && isfinite(g->latent_scale)))
-        rc = rmx_seterr(err, errlen, "%s: /diffusion/latent_scale is %g", g->path, g->latent_scale);
-    return rc;
-}
 
 int rmx_generator_open(rmx_generator *g, const char *path, const char *device, int threads, char *err,
                        size_t errlen) {
     memset(g, 0, sizeof *g);
     snprintf(g->path, sizeof g->path, "%s", path);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        rmx_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return RMX_EXIT_CHECKPOINT;
+    if (!(g->be = rmx_infer_backend(device, threads, err, errlen))) return RMX_EXIT_USAGE;
+    int code = rmx_diffusion_ckpt_load(g->be, path, 2, 0, 0, &g->m, err, errlen);
+    if (code != RMX_EXIT_OK) {
+        g->be->destroy(g->be);
+        g->be = NULL;
+        return code;
     }
-    if (choose_backend(g, device, threads, err, errlen) != 0) return RMX_EXIT_USAGE;
-    rmx_ckpt_reader *r = rmx_ckpt_open(path, err, errlen);
-    if (!r) return RMX_EXIT_CHECKPOINT;
-    int rc = read_header(g, r, err, errlen);
-    if (rc == 0 && rmx_frozen_ae_load(g->be, path, 2, &g->fae, err, errlen) != RMX_EXIT_OK) rc = -1;
-    if (rc == 0) rc = create_dit(g, err, errlen);
-    if (rc == 0) rc = load_weights(g, r, err, errlen);
-    if (rc == 0 && rmx_noise_schedule_linear(&g->sched, g->cfg.diffusion.timesteps, g->cfg.diffusion.beta_start,
-                                             g->cfg.diffusion.beta_end) != 0)
-        rc = rmx_seterr(err, errlen, "%s: its diffusion schedule is not valid", path);
-    rmx_ckpt_close(r);
-    if (rc != 0) {
-        rmx_generator_close(g);
-        return RMX_EXIT_CHECKPOINT;
-    }
+    rmx_ae_latent_shape(g->m.fae.ae, &g->lat_c, &g->lat_h, &g->lat_w);
+    g->frames_per_column = g->m.fae.hp.frames / g->lat_w;
     return RMX_EXIT_OK;
 }
 
 void rmx_generator_close(rmx_generator *g) {
-    if (g->dit) rmx_dit_free(g->dit);
-    rmx_frozen_ae_free(&g->fae);
-    rmx_noise_schedule_free(&g->sched);
-    rmx_config_free(&g->cfg);
+    if (g->m.dit) rmx_diffusion_ckpt_free(&g->m);
     if (g->be) g->be->destroy(g->be);
     memset(g, 0, sizeof *g);
 }
 
-const rmx_mel_params *rmx_generator_audio(const rmx_generator *g) { return &g->fae.audio; }
+const rmx_mel_params *rmx_generator_audio(const rmx_generator *g) { return &g->m.fae.audio; }
 
 int rmx_generator_genre(const rmx_generator *g, const char *name) {
-    for (int i = 0; i < g->fae.audio.n_genres; i++)
-        if (strcmp(g->fae.audio.genre_names[i], name) == 0) return i;
+    for (int i = 0; i < g->m.fae.audio.n_genres; i++)
+        if (strcmp(g->m.fae.audio.genre_names[i], name) == 0) return i;
     return -1;
 }
 
 int64_t rmx_generator_frames(const rmx_generator *g, double seconds) {
-    const rmx_mel_params *a = &g->fae.audio;
+    const rmx_mel_params *a = &g->m.fae.audio;
     int64_t samples = (int64_t)llround(seconds * a->sample_rate);
     return samples / a->hop_length + 1;
 }
 
 /* Latent columns two consecutive segments share. */
 static int overlap_columns(const rmx_generator *g, const rmx_generate_opts *o) {
-    int frames = o->overlap_frames > 0 ? o->overlap_frames : g->fae.hp.frames / 4;
+    int frames = o->overlap_frames > 0 ? o->overlap_frames : g->m.fae.hp.frames / 4;
     int cols = (frames + g->frames_per_column - 1) / g->frames_per_column;
     if (cols < 1) cols = 1;
     if (cols > g->lat_w / 2) cols = g->lat_w / 2;
@@ -148,7 +57,7 @@ static int overlap_columns(const rmx_generator *g, const rmx_generate_opts *o) {
 }
 
 int rmx_generator_segments(const rmx_generator *g, const rmx_generate_opts *o, int64_t frames) {
-    const int64_t seg = g->fae.hp.frames, advance = seg - (int64_t)overlap_columns(g, o) * g->frames_per_column;
+    const int64_t seg = g->m.fae.hp.frames, advance = seg - (int64_t)overlap_columns(g, o) * g->frames_per_column;
     if (frames <= seg) return 1;
     return (int)(1 + (frames - seg + advance - 1) / advance);
 }
@@ -170,7 +79,7 @@ static void impose_known(segment_job *j, float *x, int t) {
     rmx_generator *g = j->g;
     const int W = g->lat_w, rows = g->lat_c * g->lat_h;
     const size_t per = (size_t)rows * W;
-    double ab = t >= 0 ? g->sched.alphas_cumprod[t] : 1.0;
+    double ab = t >= 0 ? g->m.sched.alphas_cumprod[t] : 1.0;
     float a = (float)sqrt(ab), b = (float)sqrt(1.0 - ab);
     g->be->to_host(g->be, j->x, x, sizeof(float) * per * (size_t)j->n);
     for (int i = 0; i < j->n; i++)
@@ -202,11 +111,11 @@ static void sample_segment(segment_job *j, int s, const int32_t *y, const int64_
     be->to_host(be, j->noise, z, sizeof(float) * per * (size_t)j->n);
     /* the sampler starts from this noise (t_start = T - 1), with the known region imposed */
     rmx_ddim_config dc = {.steps = j->o->steps, .eta = j->o->eta, .cfg = j->o->cfg,
-                          .null_class = g->fae.audio.n_genres, .seed = j->o->seed, .keys = seg_keys,
-                          .t_start = g->sched.timesteps - 1, .on_step = on_step, .arg = j};
-    if (j->ov > 0) impose_known(j, z, g->sched.timesteps - 1);
-    rmx_eps_model model = rmx_dit_eps_model(g->dit, 2 * j->n);
-    rmx_ddim_sample(&model, &g->sched, &dc, j->n, y, z);
+                          .null_class = g->m.fae.audio.n_genres, .seed = j->o->seed, .keys = seg_keys,
+                          .t_start = g->m.sched.timesteps - 1, .on_step = on_step, .arg = j};
+    if (j->ov > 0) impose_known(j, z, g->m.sched.timesteps - 1);
+    rmx_eps_model model = rmx_dit_eps_model(g->m.dit, 2 * j->n);
+    rmx_ddim_sample(&model, &g->m.sched, &dc, j->n, y, z);
     free(seg_keys);
 }
 
@@ -236,11 +145,11 @@ static void place_segment(const float *seg, int n, int M, int T, int64_t frames,
 int rmx_generate_mel(rmx_generator *g, const rmx_generate_opts *o, int n, const int32_t *y,
                      const int64_t *keys, int64_t frames, float *mel, char *err, size_t errlen) {
     rmx_backend *be = g->be;
-    const int M = g->fae.audio.n_mels, T = g->fae.hp.frames;
+    const int M = g->m.fae.audio.n_mels, T = g->m.fae.hp.frames;
     const size_t per = (size_t)g->lat_c * g->lat_h * g->lat_w;
     const int S = rmx_generator_segments(g, o, frames), ovc = overlap_columns(g, o);
     const int64_t advance = T - (int64_t)ovc * g->frames_per_column;
-    int K = o->steps < g->sched.timesteps ? o->steps : g->sched.timesteps;
+    int K = o->steps < g->m.sched.timesteps ? o->steps : g->m.sched.timesteps;
     segment_job j = {.g = g, .o = o, .n = n, .ov = 0, .total = (int64_t)S * K};
     j.known = malloc(sizeof(float) * (size_t)n * g->lat_c * g->lat_h * (size_t)ovc);
     j.noise = malloc(sizeof(float) * per * (size_t)n);
@@ -251,14 +160,14 @@ int rmx_generate_mel(rmx_generator *g, const rmx_generate_opts *o, int n, const 
         free(j.known), free(j.noise), free(j.x), free(seg), be->free(be, z);
         return rmx_seterr(err, errlen, "out of memory for %d clips", n);
     }
-    rmx_ae_reserve(g->fae.ae, n);
+    rmx_ae_reserve(g->m.fae.ae, n);
     for (int s = 0; s < S; s++) {
         sample_segment(&j, s, y, keys, z);
         be->to_host(be, j.x, z, sizeof(float) * per * (size_t)n);
         j.ov = ovc;
         keep_tail(&j, j.x);
-        be->scale(be, per * (size_t)n, 1.0f / g->latent_scale, z);
-        const float *xhat = rmx_ae_decode_latents(g->fae.ae, n, z);
+        be->scale(be, per * (size_t)n, 1.0f / g->m.latent_scale, z);
+        const float *xhat = rmx_ae_decode_latents(g->m.fae.ae, n, z);
         be->to_host(be, seg, xhat, sizeof(float) * (size_t)n * M * T);
         place_segment(seg, n, M, T, frames, (int64_t)s * advance, s ? ovc * g->frames_per_column : 0, mel);
     }

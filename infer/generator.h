@@ -21,19 +21,15 @@
 #include "model/diffusion.h"
 #include "model/dit.h"
 #include "train/config.h"
+#include "train/diffusion_ckpt.h"
 #include "train/frozen_ae.h"
 
 typedef struct {
     char path[RMX_PATH_MAX];
     rmx_backend *be;
-    rmx_config cfg;          /* the training run's config */
-    rmx_frozen_ae fae;
-    rmx_dit *dit;            /* EMA weights */
-    rmx_noise_schedule sched;
-    float latent_scale;
+    rmx_diffusion_ckpt m;    /* autoencoder, transformer (EMA weights), schedule, latent_scale */
     int lat_c, lat_h, lat_w; /* one segment's latent */
     int frames_per_column;   /* mel frames per latent column */
-    int64_t step;            /* the checkpoint's training step */
 } rmx_generator;
 
 /* device: "auto" (CUDA when built with it and a GPU is visible), "cpu" or "cuda"; threads 0 = the

@@ -1,13 +1,18 @@
 /* Shared pieces of the inference programs (infer/infer.h). */
 #include "infer/infer.h"
 
+#include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "data/mel.h"
 #include "util/exitcodes.h"
+#include "util/fsutil.h"
 #include "util/log.h"
 
 int rmx_infer_load_audio(const char *path, const rmx_mel_params *p, rmx_infer_audio *out, char *err,
@@ -92,8 +97,8 @@ float rmx_infer_crossfade(int64_t k, int64_t count, int64_t frames, int seg, int
 }
 
 int rmx_infer_autoencode(rmx_frozen_ae *f, const float *x, int64_t frames, int overlap, int batch, float pad,
-                         float *y, rmx_infer_progress_fn progress, void *progress_ctx, char *err,
-                         size_t errlen) {
+                         const rmx_infer_latent_pass *pass, float *y, rmx_infer_progress_fn progress,
+                         void *progress_ctx, char *err, size_t errlen) {
     const int M = f->hp.mels, seg = f->hp.frames;
     if (overlap < 0 || overlap > seg / 2)
         return rmx_seterr(err, errlen, "the overlap must be between 0 and half a segment (%d frames), got %d", seg / 2,
@@ -124,6 +129,7 @@ int rmx_infer_autoencode(rmx_frozen_ae *f, const float *x, int64_t frames, int o
         be->to_backend(be, dev_x, host, (size_t)n * per * sizeof(float));
         const float *z = rmx_ae_latents(ae, n, dev_x);
         be->copy(be, dev_z, z, (size_t)n * zper * sizeof(float));
+        if (pass) pass->fn(pass->ctx, n, k0, dev_z);
         const float *xhat = rmx_ae_decode_latents(ae, n, dev_z);
         be->to_host(be, host, xhat, (size_t)n * per * sizeof(float));
         for (int s = 0; s < n; s++) {
@@ -134,7 +140,7 @@ int rmx_infer_autoencode(rmx_frozen_ae *f, const float *x, int64_t frames, int o
                 for (int b = 0; b < M; b++) y[(size_t)b * frames + start + i] += w * host[s * per + (size_t)b * seg + i];
             }
         }
-        if (progress) progress(progress_ctx, "autoencoder", k0 + n, count);
+        if (progress) progress(progress_ctx, pass ? pass->label : "autoencoder", k0 + n, count);
     }
     be->free(be, dev_x);
     be->free(be, dev_z);
@@ -160,4 +166,56 @@ void rmx_infer_progress(void *ctx, const char *what, int64_t done, int64_t total
 void rmx_infer_bar_finish(rmx_infer_bar *b) {
     if (b->started) rmx_progress_finish(&b->bar);
     b->started = 0;
+}
+
+int rmx_infer_parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
+    char *end = NULL;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || !end || *end || end == v || x < lo || x > hi) {
+        rmx_error("%s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+int rmx_infer_check_output(const char *path) {
+    char buf[4096];
+    snprintf(buf, sizeof buf, "%s", path);
+    const char *dir = dirname(buf);
+    size_t len = strlen(path);
+    if (len == 0 || path[len - 1] == '/' || rmx_is_dir(path)) {
+        rmx_error("%s: is a folder; give the name of the WAV file to write", path);
+        return RMX_EXIT_USAGE;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0) {
+        rmx_error("%s: cannot write into folder %s: %s", path, dir, strerror(errno));
+        return RMX_EXIT_USAGE;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        rmx_error("%s: %s is not a folder", path, dir);
+        return RMX_EXIT_USAGE;
+    }
+    if (access(dir, W_OK | X_OK) != 0) {
+        rmx_error("%s: cannot write into folder %s: %s", path, dir, strerror(errno));
+        return RMX_EXIT_USAGE;
+    }
+    return -1;
+}
+
+rmx_backend *rmx_infer_backend(const char *device, int threads, char *err, size_t errlen) {
+    if (strcmp(device, "cpu") != 0) {
+        char why[1024];
+        rmx_backend *be = rmx_backend_cuda_create(0, why, sizeof why);
+        if (be) return be;
+        if (strcmp(device, "cuda") == 0) {
+            rmx_seterr(err, errlen, "--device cuda was asked for, but %s", why);
+            return NULL;
+        }
+    }
+    rmx_backend *be = rmx_backend_cpu_create(threads);
+    if (!be) rmx_seterr(err, errlen, "cannot create the cpu backend");
+    return be;
 }

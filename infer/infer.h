@@ -9,6 +9,7 @@
 
 #include "data/audio.h"
 #include "data/shard.h"
+#include "kernels/backend.h"
 #include "train/frozen_ae.h"
 #include "util/progress.h"
 
@@ -53,9 +54,31 @@ typedef void (*rmx_infer_progress_fn)(void *ctx, const char *what, int64_t done,
  * normalised floor, where it runs past the end) encoded to latents and decoded (rmx_ae_latents,
  * rmx_ae_decode_latents), batch segments at a time, the overlaps crossfaded. 0, or -1 with a
  * message (the autoencoder's input size must be n_mels x seg). */
+/* An optional step between the encoder and the decoder (remixer-remix): fn changes the latents
+ * z [n, C, H, W] (backend memory, unscaled: what rmx_ae_latents gives) of segments first ..
+ * first + n - 1 in place. `label` names the progress bar while it runs. */
+typedef struct {
+    void (*fn)(void *ctx, int n, int64_t first, float *z);
+    void *ctx;
+    const char *label;
+} rmx_infer_latent_pass;
+
 int rmx_infer_autoencode(rmx_frozen_ae *f, const float *x, int64_t frames, int overlap, int batch, float pad,
-                         float *y, rmx_infer_progress_fn progress, void *progress_ctx, char *err,
-                         size_t errlen);
+                         const rmx_infer_latent_pass *pass, float *y, rmx_infer_progress_fn progress,
+                         void *progress_ctx, char *err, size_t errlen);
+
+/* ---- command lines ---- */
+
+/* The backend of --device auto|cpu|cuda (auto: CUDA when built with it and a GPU is visible),
+ * threads 0 = all. NULL with the message in err when cuda was asked for and is absent. */
+rmx_backend *rmx_infer_backend(const char *device, int threads, char *err, size_t errlen);
+
+/* An integer option in [lo, hi]: 0, or -1 after printing "OPT: expected an integer in [lo, hi],
+ * got 'v'". */
+int rmx_infer_parse_int(const char *opt, const char *v, long lo, long hi, long *out);
+/* The output WAV must be able to land: its folder exists and is writable, and it is not a folder.
+ * -1 to go on, else RMX_EXIT_USAGE after printing why. */
+int rmx_infer_check_output(const char *path);
 
 /* ---- progress ---- */
 

@@ -55,18 +55,6 @@ typedef struct {
     uint64_t seed;
 } cli;
 
-static int parse_int(const char *opt, const char *v, long lo, long hi, long *out) {
-    char *end = NULL;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || !end || *end || end == v || x < lo || x > hi) {
-        rmx_error("%s: expected an integer in [%ld, %ld], got '%s'", opt, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* -1 to go on, or an exit code. */
 static int parse_args(int argc, char **argv, cli *c) {
     enum { O_CKPT = 1000, O_ITER, O_NNLS, O_SEED, O_OVERLAP, O_THREADS };
@@ -86,11 +74,11 @@ static int parse_args(int argc, char **argv, cli *c) {
         case 'h': fputs(USAGE, stdout); return RMX_EXIT_OK;
         case O_CKPT: c->checkpoint = optarg; break;
         case O_ITER:
-            if (parse_int("--iterations", optarg, 0, 100000, &v)) return RMX_EXIT_USAGE;
+            if (rmx_infer_parse_int("--iterations", optarg, 0, 100000, &v)) return RMX_EXIT_USAGE;
             c->iterations = (int)v;
             break;
         case O_NNLS:
-            if (parse_int("--nnls-iterations", optarg, 0, 1000000, &v)) return RMX_EXIT_USAGE;
+            if (rmx_infer_parse_int("--nnls-iterations", optarg, 0, 1000000, &v)) return RMX_EXIT_USAGE;
             c->nnls_iterations = (int)v;
             break;
         case O_SEED: {
@@ -105,11 +93,11 @@ static int parse_args(int argc, char **argv, cli *c) {
             break;
         }
         case O_OVERLAP:
-            if (parse_int("--overlap", optarg, 0, 1 << 20, &v)) return RMX_EXIT_USAGE;
+            if (rmx_infer_parse_int("--overlap", optarg, 0, 1 << 20, &v)) return RMX_EXIT_USAGE;
             c->overlap = (int)v;
             break;
         case O_THREADS:
-            if (parse_int("--threads", optarg, 1, 4096, &v)) return RMX_EXIT_USAGE;
+            if (rmx_infer_parse_int("--threads", optarg, 1, 4096, &v)) return RMX_EXIT_USAGE;
             c->threads = (int)v;
             break;
         case ':': rmx_error("%s needs a value (see --help)", argv[optind - 1]); return RMX_EXIT_USAGE;
@@ -123,32 +111,6 @@ static int parse_args(int argc, char **argv, cli *c) {
     }
     c->in = argv[optind];
     c->out = argv[optind + 1];
-    return -1;
-}
-
-/* The output must be able to land: its folder exists and is writable, and it is not a folder. */
-static int check_output(const char *path) {
-    char buf[4096];
-    snprintf(buf, sizeof buf, "%s", path);
-    const char *dir = dirname(buf);
-    size_t len = strlen(path);
-    if (len == 0 || path[len - 1] == '/' || rmx_is_dir(path)) {
-        rmx_error("%s: is a folder; give the name of the WAV file to write", path);
-        return RMX_EXIT_USAGE;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0) {
-        rmx_error("%s: cannot write into folder %s: %s", path, dir, strerror(errno));
-        return RMX_EXIT_USAGE;
-    }
-    if (!S_ISDIR(st.st_mode)) {
-        rmx_error("%s: %s is not a folder", path, dir);
-        return RMX_EXIT_USAGE;
-    }
-    if (access(dir, W_OK | X_OK) != 0) {
-        rmx_error("%s: cannot write into folder %s: %s", path, dir, strerror(errno));
-        return RMX_EXIT_USAGE;
-    }
     return -1;
 }
 
@@ -173,7 +135,7 @@ int main(int argc, char **argv) {
     cli c = {0};
     int code = parse_args(argc, argv, &c);
     if (code >= 0) return code;
-    if ((code = check_output(c.out)) >= 0) return code;
+    if ((code = rmx_infer_check_output(c.out)) >= 0) return code;
     const double t_start = rmx_now_s();
     char err[4096];
 
@@ -253,7 +215,7 @@ int main(int argc, char **argv) {
         double t0 = rmx_now_s();
         const int64_t segs = rmx_infer_segment_count(T, fae.hp.frames, overlap);
         const float pad = (logf(p.log_floor) - p.norm_mean) / p.norm_std;
-        if (rmx_infer_autoencode(&fae, x, T, overlap, 4, pad, y, rmx_infer_progress, &bar, err, sizeof err) != 0) {
+        if (rmx_infer_autoencode(&fae, x, T, overlap, 4, pad, NULL, y, rmx_infer_progress, &bar, err, sizeof err) != 0) {
             rmx_infer_bar_finish(&bar);
             rmx_error("%s: %s", c.checkpoint, err);
             return RMX_EXIT_FAILURE;

@@ -30,6 +30,7 @@ static const struct {
     OP(attention_workspace), OP(attention_fwd), OP(attention_bwd), OP(embedding_fwd),
     OP(embedding_bwd), OP(timestep_embed), OP(patchify), OP(unpatchify), OP(add_broadcast),
     OP(axpby_samples), OP(ema_update),
+    OP(gram_fwd), OP(gram_bwd), OP(tv_loss),
 };
 
 int rmx_backend_check(const rmx_backend *be, char *err, size_t errlen) {

@@ -215,6 +215,25 @@ struct rmx_backend {
                           const float *b, const float *e, float *y);
     /* EMA of the weights: ema[i] = decay ema[i] + (1 - decay) param[i] (elementwise.h rmx_ema). */
     void (*ema_update)(rmx_backend *be, size_t n, float decay, const float *param, float *ema);
+
+    /* ---- remix (stage 3) losses ---- */
+    /* Gram matrices of feature maps: f [n, c, hw], g [n, c, c] WRITTEN,
+     * g[b, i, j] = scale * sum_k f[b, i, k] f[b, j, k] (scale = 1 / (c hw) gives the brief's
+     * G = F F^T / (C H W)). Sum over k in increasing k order (or a fixed blocked order) so the
+     * result does not depend on the thread count. */
+    void (*gram_fwd)(rmx_backend *be, int n, int c, int hw, float scale, const float *f, float *g);
+    /* df[b] += scale (dg[b] + dg[b]^T) f[b]: df [n, c, hw] ACCUMULATED. */
+    void (*gram_bwd)(rmx_backend *be, int n, int c, int hw, float scale, const float *f,
+                     const float *dg, float *df);
+    /* Total variation of x [n, c, h, w] (h = mel bins / frequency, w = frames / time):
+     * value = sum over samples b of ( sum of (x[b,ch,i+1,j] - x[b,ch,i,j])^2 / (c (h-1) w)
+     *                               + sum of (x[b,ch,i,j+1] - x[b,ch,i,j])^2 / (c h (w-1)) ),
+     * i.e. per sample the mean squared neighbour difference along frequency plus that along time
+     * (a term whose count is 0, h == 1 or w == 1, contributes 0). *loss += scale * value;
+     * dx ACCUMULATED (+=) with d(scale * value)/dx (NULL: skip). Reductions in a fixed order
+     * (elementwise.h rmx_tv_*: the per-element terms and gradients every backend uses). */
+    void (*tv_loss)(rmx_backend *be, int n, int c, int h, int w, const float *x, float scale,
+                    float *loss, float *dx);
 };
 
 /* Token orders of patchify / unpatchify. */

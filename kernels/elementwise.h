@@ -304,4 +304,58 @@ static inline RMX_HD int rmx_patch_feature(int order, int channels, int p, int c
 /* One element of a per-sample linear combination a x + b e (noising, x0 from eps). */
 static inline RMX_HD float rmx_axpby(float a, float x, float b, float e) { return a * x + b * e; }
 
+
+/* ---- remix (stage 3) losses ---- */
+
+/* Gram backward: g = scale F F^T gives dF = scale (dG + dG^T) F; one element of dG + dG^T. */
+static inline RMX_HD float rmx_gram_sym(float dg_ij, float dg_ji) { return dg_ij + dg_ji; }
+
+/* Total variation of x [n, c, h, w]. Its weights depend on the shape alone and are rounded once,
+ * on the host: wh = 1 / (c (h-1) w) and ww = 1 / (c h (w-1)) (0 for an axis of one element: that
+ * term has no differences and contributes 0), in double for the value; kh = 2 scale wh and
+ * kw = 2 scale ww, in float, for the gradient. */
+typedef struct {
+    double wh, ww;
+    float kh, kw;
+} rmx_tv_consts;
+
+static inline rmx_tv_consts rmx_tv_consts_make(int c, int h, int w, float scale) {
+    rmx_tv_consts k;
+    k.wh = h > 1 && c > 0 && w > 0 ? 1.0 / ((double)c * (double)(h - 1) * (double)w) : 0.0;
+    k.ww = w > 1 && c > 0 && h > 0 ? 1.0 / ((double)c * (double)h * (double)(w - 1)) : 0.0;
+    k.kh = (float)(2.0 * (double)scale * k.wh);
+    k.kw = (float)(2.0 * (double)scale * k.ww);
+    return k;
+}
+
+/* Element (i, j) of one h x w plane p (row-major)'s share of the value: the squared difference to
+ * the next element along frequency (row i + 1) times wh plus that to the next along time (column
+ * j + 1) times ww, each square (b - a)^2 in float, the weighted sum in double. The sum of this over
+ * every element of every plane is the value (the per-sample sum of the spec: the weights are the
+ * same for every sample). */
+static inline RMX_HD double rmx_tv_term(const float *p, int h, int w, int i, int j, rmx_tv_consts k) {
+    float x = p[(long)i * w + j];
+    double t = 0.0;
+    if (i + 1 < h) {
+        float d = p[(long)(i + 1) * w + j] - x;
+        t += (double)(d * d) * k.wh;
+    }
+    if (j + 1 < w) {
+        float d = p[(long)i * w + j + 1] - x;
+        t += (double)(d * d) * k.ww;
+    }
+    return t;
+}
+
+/* d (scale value) / d p[i, j] in gather form (each element reads its four neighbours, so no two
+ * elements write the same gradient): kh ((x - up) - (down - x)) + kw ((x - left) - (right - x)),
+ * a missing neighbour taken as x itself, whose difference is exactly 0. */
+static inline RMX_HD float rmx_tv_grad(const float *p, int h, int w, int i, int j, rmx_tv_consts k) {
+    const float *q = p + (long)i * w + j;
+    float x = q[0];
+    float up = i > 0 ? q[-w] : x, down = i + 1 < h ? q[w] : x;
+    float left = j > 0 ? q[-1] : x, right = j + 1 < w ? q[1] : x;
+    return k.kh * ((x - up) - (down - x)) + k.kw * ((x - left) - (right - x));
+}
+
 #endif

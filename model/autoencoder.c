@@ -391,6 +391,7 @@ void rmx_ae_init_params(rmx_ae *ae, uint64_t seed) {
 }
 
 const rmx_ae_hparams *rmx_ae_hparams_of(const rmx_ae *ae) { return &ae->hp; }
+rmx_backend *rmx_ae_backend(const rmx_ae *ae) { return ae->be; }
 rmx_params *rmx_ae_params(rmx_ae *ae) { return &ae->params; }
 rmx_params *rmx_ae_state(rmx_ae *ae) { return &ae->state; }
 size_t rmx_ae_arena_bytes(const rmx_ae *ae) { return ae->arena_bytes; }
@@ -420,42 +421,107 @@ static void check_batch(const rmx_ae *ae, int n) {
     if (n < 1 || n > ae->hp.micro_batch) ae_abort("batch larger than the arena's micro-batch");
 }
 
-static const float *encoder_forward(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const float *x) {
+/* The encoder body as a list of steps (conv_in, each level's ResBlocks and downsample, mid), so
+ * the perceptual losses of stage 3 can read any step's output and inject gradients there. */
+enum { ENC_STEP_CONV = 0, ENC_STEP_RES = 1 };
+
+static int encoder_steps(const rmx_ae_hparams *hp) {
+    return 1 + hp->n_levels * hp->res_blocks + (hp->n_levels - 1) + 1;
+}
+
+/* Step k: its kind, its layer, and (name != NULL) its name. */
+static void *encoder_step(rmx_ae *ae, int k, int *kind, char *name, size_t namelen) {
     rmx_encoder *e = &ae->enc;
     int L = ae->hp.n_levels, R = ae->hp.res_blocks;
-    const float *h = rmx_conv_forward(ctx, &e->conv_in, n, x);
-    for (int i = 0; i < L; i++) {
-        for (int j = 0; j < R; j++) h = rmx_resblock_forward(ctx, &e->res[i * R + j], n, h);
-        if (i < L - 1) h = rmx_conv_forward(ctx, &e->downsample[i], n, h);
+    if (k == 0) {
+        if (name) snprintf(name, namelen, "enc.conv_in");
+        *kind = ENC_STEP_CONV;
+        return &e->conv_in;
     }
-    h = rmx_resblock_forward(ctx, &e->mid, n, h);
+    k--;
+    for (int i = 0; i < L; i++) {
+        if (k < R) {
+            if (name) snprintf(name, namelen, "enc.down.%d.res.%d", i, k);
+            *kind = ENC_STEP_RES;
+            return &e->res[i * R + k];
+        }
+        k -= R;
+        if (i < L - 1) {
+            if (k == 0) {
+                if (name) snprintf(name, namelen, "enc.down.%d.downsample", i);
+                *kind = ENC_STEP_CONV;
+                return &e->downsample[i];
+            }
+            k--;
+        }
+    }
+    if (name) snprintf(name, namelen, "enc.mid.res");
+    *kind = ENC_STEP_RES;
+    return &e->mid;
+}
+
+static const float *encoder_step_forward(rmx_ae *ae, const rmx_layer_ctx *ctx, int k, int n,
+                                         const float *h) {
+    int kind;
+    void *layer = encoder_step(ae, k, &kind, NULL, 0);
+    return kind == ENC_STEP_CONV ? rmx_conv_forward(ctx, layer, n, h)
+                                 : rmx_resblock_forward(ctx, layer, n, h);
+}
+
+/* Runs steps 0 .. last; out[k] (NULL: not kept) gets each step's output (arena memory). */
+static const float *encoder_body_forward(rmx_ae *ae, const rmx_layer_ctx *ctx, int last, int n,
+                                         const float *x, const float **out) {
+    const float *h = x;
+    for (int k = 0; k <= last; k++) {
+        h = encoder_step_forward(ae, ctx, k, n, h);
+        if (out) out[k] = h;
+    }
+    return h;
+}
+
+static const float *encoder_forward_keep(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const float *x,
+                                        const float **steps) {
+    rmx_encoder *e = &ae->enc;
+    const float *h = encoder_body_forward(ae, ctx, encoder_steps(&ae->hp) - 1, n, x, steps);
     h = rmx_norm_act_forward(ctx, &e->norm_out, n, h);
     return rmx_conv_forward(ctx, &e->conv_out, n, h);
 }
 
-/* grad[0] and grad[1] carry the gradient from block to block, grad[2] and grad[3] are the
- * blocks' scratch. */
+static const float *encoder_forward(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const float *x) {
+    return encoder_forward_keep(ae, ctx, n, x, NULL);
+}
+
+/* Backward through steps last .. 0 from the gradient of step last's output in g[cur]; inject[k]
+ * (when inject is given and inject[k] != NULL) is added to the gradient of step k's output.
+ * grad[0] and grad[1] carry the gradient from step to step, grad[2] and grad[3] are the
+ * blocks' scratch; dx written (NULL: skip). */
+static void encoder_body_backward(rmx_ae *ae, const rmx_layer_ctx *ctx, int last, int n, int cur,
+                                  const float *const *inject, float *dx) {
+    float **g = ae->grad;
+    for (int k = last; k >= 0; k--) {
+        int kind, c, h, w;
+        void *layer = encoder_step(ae, k, &kind, NULL, 0);
+        if (inject && inject[k] && k < last) {
+            rmx_ae_feature_shape(ae, k, &c, &h, &w);
+            ae->be->axpy(ae->be, (size_t)n * c * h * w, 1.0f, inject[k], g[cur]);
+        }
+        float *dst = k == 0 ? dx : g[1 - cur]; /* step 0 is conv_in, which takes dx NULL */
+        if (kind == ENC_STEP_CONV)
+            rmx_conv_backward(ctx, layer, n, g[cur], dst);
+        else
+            rmx_resblock_backward(ctx, layer, n, g[cur], dst, g[2], g[3]);
+        cur = 1 - cur;
+    }
+}
+
 static void encoder_backward(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const float *dout,
                              float *dx) {
     rmx_encoder *e = &ae->enc;
     float **g = ae->grad;
-    int L = ae->hp.n_levels, R = ae->hp.res_blocks;
     rmx_norm_act_recompute(ctx, &e->norm_out, n);
     rmx_conv_backward(ctx, &e->conv_out, n, dout, g[0]);
     rmx_norm_act_backward(ctx, &e->norm_out, n, g[0], g[0], g[1]);
-    rmx_resblock_backward(ctx, &e->mid, n, g[0], g[1], g[2], g[3]);
-    int cur = 1;
-    for (int i = L - 1; i >= 0; i--) {
-        if (i < L - 1) {
-            rmx_conv_backward(ctx, &e->downsample[i], n, g[cur], g[1 - cur]);
-            cur = 1 - cur;
-        }
-        for (int j = R - 1; j >= 0; j--) {
-            rmx_resblock_backward(ctx, &e->res[i * R + j], n, g[cur], g[1 - cur], g[2], g[3]);
-            cur = 1 - cur;
-        }
-    }
-    rmx_conv_backward(ctx, &e->conv_in, n, g[cur], dx);
+    encoder_body_backward(ae, ctx, encoder_steps(&ae->hp) - 1, n, 0, NULL, dx);
 }
 
 static const float *decoder_forward(rmx_ae *ae, const rmx_layer_ctx *ctx, int n, const float *z) {
@@ -613,6 +679,60 @@ void rmx_ae_encoder_backward(rmx_ae *ae, int n, const float *dout, float *dx) {
     check_batch(ae, n);
     rmx_layer_ctx ctx = layer_ctx(ae);
     encoder_backward(ae, &ctx, n, dout, dx);
+}
+
+int rmx_ae_feature_count(const rmx_ae *ae) { return encoder_steps(&ae->hp); }
+
+int rmx_ae_feature_index(const rmx_ae *ae, const char *name) {
+    char step[64];
+    int kind;
+    for (int k = 0; k < encoder_steps(&ae->hp); k++) {
+        encoder_step((rmx_ae *)ae, k, &kind, step, sizeof step);
+        if (strcmp(step, name) == 0) return k;
+    }
+    return -1;
+}
+
+void rmx_ae_feature_name(const rmx_ae *ae, int k, char *name, size_t namelen) {
+    int kind;
+    encoder_step((rmx_ae *)ae, k, &kind, name, namelen);
+}
+
+void rmx_ae_feature_shape(const rmx_ae *ae, int k, int *c, int *h, int *w) {
+    int kind;
+    const void *layer = encoder_step((rmx_ae *)ae, k, &kind, NULL, 0);
+    if (kind == ENC_STEP_CONV) {
+        const rmx_conv *conv = layer;
+        *c = conv->cout, *h = conv->hout, *w = conv->wout;
+    } else {
+        const rmx_resblock *rb = layer;
+        *c = rb->cout, *h = rb->h, *w = rb->w;
+    }
+}
+
+void rmx_ae_features(rmx_ae *ae, int n, const float *x, int last, const float **out) {
+    check_batch(ae, n);
+    if (last < 0 || last >= encoder_steps(&ae->hp)) ae_abort("feature index out of range");
+    rmx_layer_ctx ctx = layer_ctx(ae);
+    encoder_body_forward(ae, &ctx, last, n, x, out);
+}
+
+const float *rmx_ae_latents_features(rmx_ae *ae, int n, const float *x, const float **out) {
+    check_batch(ae, n);
+    rmx_layer_ctx ctx = layer_ctx(ae);
+    const float *encoded = encoder_forward_keep(ae, &ctx, n, x, out);
+    return ae->hp.bottleneck == RMX_AE_KL ? kl_mean(ae, n, encoded) : encoded;
+}
+
+void rmx_ae_features_backward(rmx_ae *ae, int n, int last, const float *const *dfeat, float *dx) {
+    check_batch(ae, n);
+    if (last < 0 || last >= encoder_steps(&ae->hp) || !dfeat[last])
+        ae_abort("features backward must start at a step with a gradient");
+    rmx_layer_ctx ctx = layer_ctx(ae);
+    int c, h, w;
+    rmx_ae_feature_shape(ae, last, &c, &h, &w);
+    ae->be->copy(ae->be, ae->grad[0], dfeat[last], sizeof(float) * (size_t)n * c * h * w);
+    encoder_body_backward(ae, &ctx, last, n, 0, dfeat, dx);
 }
 
 const float *rmx_ae_encode(rmx_ae *ae, int n, const float *x) {

@@ -111,6 +111,7 @@ void rmx_ae_reserve(rmx_ae *ae, int n);
 void rmx_ae_init_params(rmx_ae *ae, uint64_t seed);
 
 const rmx_ae_hparams *rmx_ae_hparams_of(const rmx_ae *ae);
+rmx_backend *rmx_ae_backend(const rmx_ae *ae); /* the backend it computes on */
 rmx_params *rmx_ae_params(rmx_ae *ae); /* trained: values, grads, Adam m, v */
 rmx_params *rmx_ae_state(rmx_ae *ae);  /* not trained (vq codebook and EMA); empty for kl */
 void rmx_ae_latent_shape(const rmx_ae *ae, int *channels, int *height, int *width);
@@ -157,6 +158,27 @@ const float *rmx_ae_decode_latents(rmx_ae *ae, int n, const float *z);
 const float *rmx_ae_decode(rmx_ae *ae, int n, const float *z);
 /* After rmx_ae_decode: dxhat [n, 1, M, T]; dz written (NULL: skip). */
 void rmx_ae_decode_backward(rmx_ae *ae, int n, const float *dxhat, float *dz);
+
+/* ---- encoder features (stage 3's content and style losses) ----
+ * The encoder's body is a list of steps, each one layer whose output can be read and receive a
+ * gradient: k = 0 "enc.conv_in", then per level i "enc.down.<i>.res.<j>" (j < res_blocks) and,
+ * except at the last level, "enc.down.<i>.downsample", then "enc.mid.res". */
+int rmx_ae_feature_count(const rmx_ae *ae);
+/* The step named `name`, or -1. */
+int rmx_ae_feature_index(const rmx_ae *ae, const char *name);
+void rmx_ae_feature_name(const rmx_ae *ae, int k, char *name, size_t namelen);
+/* Step k's output [n, c, h, w]. */
+void rmx_ae_feature_shape(const rmx_ae *ae, int k, int *c, int *h, int *w);
+/* Runs the encoder's steps 0 .. last on x [n, 1, M, T]; out[k] (k <= last; out may be NULL) gets
+ * step k's output (arena memory, valid until the next encoder call). */
+void rmx_ae_features(rmx_ae *ae, int n, const float *x, int last, const float **out);
+/* rmx_ae_latents and, in out[k] for every step k (out holds rmx_ae_feature_count entries), the
+ * steps' outputs on the way: the targets of the remix losses in the pass that encodes. */
+const float *rmx_ae_latents_features(rmx_ae *ae, int n, const float *x, const float **out);
+/* After rmx_ae_features(.., last, ..) on the same n: dfeat[k] (NULL: none) is d loss / d step k's
+ * output for k <= last, dfeat[last] required; dx [n, 1, M, T] written (NULL: skip). Weight
+ * gradients follow the frozen flag as everywhere. */
+void rmx_ae_features_backward(rmx_ae *ae, int n, int last, const float *const *dfeat, float *dx);
 
 /* ---- vq codebook: EMA update and dead-code restarts ----
  *

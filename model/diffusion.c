@@ -132,3 +132,82 @@ void rmx_ddim_sample(const rmx_eps_model *model, const rmx_noise_schedule *s, co
     free(ones);
     free(yy);
 }
+
+/* ---- remix ---- */
+
+static const float *style_eps(void *arg, int n, const float *x, const float *t, const int32_t *y) {
+    rmx_style_eps *c = arg;
+    for (int i = 0; i < n; i++) {
+        c->keep[i] = y[i] != 0;
+        c->labels[i] = rmx_dit_hparams_of(c->dit)->num_classes; /* the null class */
+    }
+    /* samples i and n + i of a guidance batch are the same clip */
+    const float *style = n <= c->n ? c->style : c->style2;
+    return rmx_dit_forward_style(c->dit, n, x, t, c->labels, style, c->keep);
+}
+
+rmx_eps_model rmx_dit_style_eps_model(rmx_dit *dit, int n, const float *style, rmx_style_eps *ctx) {
+    const rmx_dit_hparams *hp = rmx_dit_hparams_of(dit);
+    rmx_backend *be = rmx_dit_params(dit)->be;
+    const size_t per = (size_t)hp->in_channels * hp->height * hp->width;
+    rmx_dit_reserve(dit, 2 * n);
+    ctx->dit = dit;
+    ctx->style = style;
+    ctx->n = n;
+    ctx->style2 = be->alloc(be, sizeof(float) * per * 2 * (size_t)n);
+    be->copy(be, ctx->style2, style, sizeof(float) * per * (size_t)n);
+    be->copy(be, ctx->style2 + per * (size_t)n, style, sizeof(float) * per * (size_t)n);
+    ctx->labels = calloc(2 * (size_t)n, sizeof *ctx->labels);
+    ctx->keep = calloc(2 * (size_t)n, sizeof *ctx->keep);
+    if (!ctx->labels || !ctx->keep) {
+        fprintf(stderr, "remixer: out of host memory (style sampler)\n");
+        abort();
+    }
+    rmx_eps_model m = {style_eps, ctx, per, be};
+    return m;
+}
+
+void rmx_style_eps_free(rmx_style_eps *ctx) {
+    if (ctx->style2) rmx_dit_params(ctx->dit)->be->free(rmx_dit_params(ctx->dit)->be, ctx->style2);
+    free(ctx->labels);
+    free(ctx->keep);
+    memset(ctx, 0, sizeof *ctx);
+}
+
+int rmx_remix_sample(const rmx_eps_model *model, const rmx_noise_schedule *s, rmx_ddim_config *c, int n,
+                     float strength, float *z) {
+    const int T = s->timesteps, K = c->steps < T ? c->steps : T;
+    const int limit = (int)lround((double)strength * (T - 1));
+    if (strength <= 0 || K < 1) return 0;
+    int *ts = malloc(sizeof(int) * (size_t)K);
+    rmx_ddim_timesteps(T, K, ts);
+    int first = 0;
+    while (first < K && ts[first] > limit) first++;
+    if (first == K) {
+        free(ts);
+        return 0;
+    }
+    const int t0 = ts[first];
+    free(ts);
+    rmx_backend *be = model->be;
+    const size_t per = model->per;
+    float *noise = be->alloc(be, sizeof(float) * per * (size_t)n);
+    float *a = malloc(sizeof(float) * (size_t)n), *b = malloc(sizeof(float) * (size_t)n);
+    int32_t *tt = malloc(sizeof(int32_t) * (size_t)n), *y = malloc(sizeof(int32_t) * (size_t)n);
+    for (int i = 0; i < n; i++) {
+        tt[i] = t0;
+        y[i] = 1;
+    }
+    rmx_noise_coefs(s, n, tt, a, b);
+    be->randn(be, noise, n, per, c->seed, RMX_RNG_SAMPLING, 0, c->keys);
+    be->axpby_samples(be, n, per, a, z, b, noise, z);
+    c->t_start = t0;
+    c->null_class = 0;
+    rmx_ddim_sample(model, s, c, n, y, z);
+    be->free(be, noise);
+    free(a);
+    free(b);
+    free(tt);
+    free(y);
+    return K - first;
+}

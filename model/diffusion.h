@@ -80,4 +80,28 @@ typedef struct {
 void rmx_ddim_sample(const rmx_eps_model *model, const rmx_noise_schedule *s, const rmx_ddim_config *c, int n,
                      const int32_t *y, float *x);
 
+/* ---- remix (stage 3) ----
+ * The style transformer as a noise predictor for n clips whose style latents are `style` [n, per]
+ * (backend memory, kept by the caller): a call's label y[i] != 0 keeps sample i's style tokens,
+ * 0 drops them (the null style); the genre label is always the null class. So rmx_ddim_sample with
+ * y[i] = 1 and null_class 0 guides on the style: eps = eps_nostyle + w (eps_style - eps_nostyle). */
+typedef struct {
+    rmx_dit *dit;
+    const float *style;
+    int n;
+    float *style2;   /* [2n, per]: the style of the guidance batch's two halves */
+    int32_t *labels; /* HOST [2n] */
+    uint8_t *keep;   /* HOST [2n] */
+} rmx_style_eps;
+
+rmx_eps_model rmx_dit_style_eps_model(rmx_dit *dit, int n, const float *style, rmx_style_eps *ctx);
+void rmx_style_eps_free(rmx_style_eps *ctx);
+
+/* Remixes n latents in place: z [n, per] (scaled latents of the originals) is noised to the DDIM
+ * grid's first timestep at or below strength (T - 1), with the noise (c->seed, RMX_RNG_SAMPLING,
+ * 0, c->keys), then DDIM runs down from there with guidance c->cfg on the style (c->t_start and
+ * c->null_class are set here). strength 0 leaves z as it is. Returns the DDIM steps run. */
+int rmx_remix_sample(const rmx_eps_model *model, const rmx_noise_schedule *s, rmx_ddim_config *c, int n,
+                     float strength, float *z);
+
 #endif

@@ -43,13 +43,33 @@
  * view); the label table and both timestep-MLP weights N(0, 0.02); zero weight and bias for every
  * adaLN_modulation.1 and for final_layer.linear. So a fresh model outputs exactly 0.
  *
- * Stage 3 (remix) extends the token sequence: the style song's latents pass through a
- * style_embedder (a patch embedding like x_embedder, plus a type embedding and the same
- * positions) and are appended after the N content tokens in every block; norms, modulation, MLP
- * and the gated residuals are per token, the attention op takes any token count, and only the
- * first N tokens go to the final layer. Not built yet: the arena plans N tokens.
+ * Style tokens (stage 3, remix; hparams.style = 1; style = 0 is the stage-2 model above, bit for
+ * bit, with the same registries, arena and results). The style latent has the content's shape
+ * [C, H, W] and gives N style tokens, appended after each sample's N content tokens: every block
+ * runs on one joint sequence of L = 2N tokens per sample (rows [0, N) content, [N, 2N) style;
+ * norms, modulation by the sample's c, MLP and gated residuals per token, one attention over all
+ * 2N), and only the N content tokens go to the final layer and unpatchify.
+ *   style token  style_embedder.proj(patch of the style latent) + style_type + pos_embed, the
+ *                same patch order and positions as the content; a sample whose style is dropped
+ *                (style_keep 0: classifier-free guidance on style) has style_null + style_type +
+ *                pos_embed in every style row instead.
+ *   tensors      appended to the trained registry after every stage-2 tensor (which keep their
+ *                numbers, names, shapes, init streams and relative order), in this order:
+ *                  style_embedder.proj.weight [D, C, p, p], style_embedder.proj.bias [D]
+ *                  style_type [1, 1, D], style_null [1, 1, D]
+ *                The registry's layout rule holds unchanged (model/params.h: ndim >= 2 decays):
+ *                the proj weight, style_type and style_null sit at the end of the decayed block,
+ *                the proj bias at the end of the undecayed one; so, as for the label table,
+ *                train.weight_decay applies to the two [1, 1, D] embeddings. In the flat buffer
+ *                the stage-2 biases therefore move (by the span of the three decayed style
+ *                tensors): checkpoints map by name, not by offset.
+ *   init         style_embedder.proj like x_embedder (xavier on [D, C p p], zero bias; a trainer
+ *                starting from a stage-2 checkpoint overwrites it with x_embedder's values:
+ *                rmx_dit_copy_style_embedder_from_x), style_type N(0, 0.02), style_null zeros.
+ *   twin         bench/diffusion/dit_twin.py DiTTwin(style=True), forward(x, t, y, style, keep).
  *
  * Activations come from ONE arena sized for micro_batch samples (rmx_dit_reserve grows it).
+ * With style tokens the blocks' activations hold L = 2N rows per sample.
  * Per block the forward keeps LN outputs, qkv, the attention output and its log-sum-exps, the
  * projection, fc1 and fc2 outputs and the modulation; the modulated LN outputs and the GELU
  * output are recomputed in the backward (cheap element-wise passes). Pointers returned by
@@ -72,10 +92,11 @@ typedef struct {
     int num_classes;                /* genres; the label table has one more (null) row */
     int freq_dim;                   /* sinusoidal timestep features (DiT: 256) */
     int micro_batch;                /* samples per call the arena is first sized for */
+    int style;                      /* 0: stage 2 (no style tokens); 1: N style tokens appended */
 } rmx_dit_hparams;
 
 /* The DiT-S width class over the bench latent: hidden 384, depth 12, heads 6, patch 2, mlp 4,
- * freq 256; latent 8 x 32 x 64 (the bench autoencoder's), 4 genres, micro-batch 8. The trainer
+ * freq 256; latent 8 x 32 x 64 (the bench autoencoder's), 4 genres, micro-batch 8, style 0. The trainer
  * overwrites the latent shape and the class count from the autoencoder and the data. */
 void rmx_dit_hparams_default(rmx_dit_hparams *hp);
 
@@ -99,12 +120,14 @@ void rmx_dit_init_params(rmx_dit *dit, uint64_t seed);
 rmx_params *rmx_dit_params(rmx_dit *dit); /* trained: values, grads, Adam m, v (and EMA) */
 rmx_params *rmx_dit_state(rmx_dit *dit);  /* pos_embed */
 const rmx_dit_hparams *rmx_dit_hparams_of(const rmx_dit *dit);
-int rmx_dit_tokens(const rmx_dit *dit);   /* N = (H/p) (W/p) */
+int rmx_dit_tokens(const rmx_dit *dit);   /* N = (H/p) (W/p): content tokens (the output's) */
+int rmx_dit_sequence(const rmx_dit *dit); /* L: tokens per sample in the blocks, N or 2N (style) */
 size_t rmx_dit_arena_bytes(const rmx_dit *dit);
 int rmx_dit_capacity(const rmx_dit *dit); /* samples the arena holds now */
 
 /* Grows the activation arena to hold n samples (no-op when it already does). Sampling runs cond
- * and uncond in one batch, 2x the training micro-batch. Invalidates earlier outputs. */
+ * and uncond in one batch, 2x the training micro-batch. Invalidates earlier outputs. The arena
+ * plans L tokens per sample in the blocks (2N with style), N in the final layer. */
 void rmx_dit_reserve(rmx_dit *dit, int n);
 
 /* Frozen: weight gradients skipped, the input gradient still computed. */
@@ -113,7 +136,9 @@ void rmx_dit_set_frozen(rmx_dit *dit, int frozen);
 /* fn(arg, tensor number) is called for each trained tensor exactly once per (unfrozen) backward,
  * as soon as its gradient of that pass is final (the trainer's bucketed all-reduce); NULL stops
  * the calls. Order: final layer, blocks depth-1 .. 0 (mlp.fc2, mlp.fc1, attn.proj, attn.qkv,
- * adaLN_modulation.1), x_embedder, t_embedder mlp.2, mlp.0, y_embedder, weight before bias. */
+ * adaLN_modulation.1), x_embedder, [style on: style_embedder.proj, style_type, style_null],
+ * t_embedder mlp.2, mlp.0, y_embedder, weight before bias. All four style tensors are announced
+ * after either forward, whether or not any style was kept (their gradient may be 0). */
 void rmx_dit_set_grad_ready(rmx_dit *dit, void (*fn)(void *arg, int tensor), void *arg);
 
 /* Start of an optimiser step: zeroes the gradients. */
@@ -124,14 +149,29 @@ void rmx_dit_step_begin(rmx_dit *dit);
  * int32 [n] in [0, num_classes] (num_classes: the null class). n <= rmx_dit_capacity. */
 const float *rmx_dit_forward(rmx_dit *dit, int n, const float *x, const float *t, const int32_t *y);
 
-/* After rmx_dit_forward on the same n: deps = d loss / d output [n, C, H, W] (backend memory).
- * Weight gradients ACCUMULATE (+=) into the flat gradient buffer (skipped when frozen); dx
- * [n, C, H, W] is WRITTEN (NULL: skip). */
+/* Style on (hparams.style = 1): as rmx_dit_forward, with style latents [n, C, H, W] (backend
+ * memory; may be NULL when every style_keep is 0) and style_keep HOST [n] (0: that sample's style
+ * is dropped, its style tokens are style_null's). Aborts on a model without style tokens. On a
+ * style model rmx_dit_forward(..) is rmx_dit_forward_style(.., NULL, all 0): every style dropped. */
+const float *rmx_dit_forward_style(rmx_dit *dit, int n, const float *x, const float *t,
+                                   const int32_t *y, const float *style,
+                                   const uint8_t *style_keep);
+
+/* Style on: copies x_embedder.proj's weight and bias over style_embedder.proj's in the values
+ * buffer (and in the EMA buffer, from x_embedder's EMA, when one is allocated): stage 3 starting
+ * from a stage-2 checkpoint. 0, or -1 (nothing done) on a model without style tokens. */
+int rmx_dit_copy_style_embedder_from_x(rmx_dit *dit);
+
+/* After rmx_dit_forward or rmx_dit_forward_style on the same n: deps = d loss / d output
+ * [n, C, H, W] (backend memory). Weight gradients ACCUMULATE (+=) into the flat gradient buffer
+ * (skipped when frozen), the style tensors' included; dx [n, C, H, W] is WRITTEN (NULL: skip);
+ * there is no gradient w.r.t. the style latents. */
 void rmx_dit_backward(rmx_dit *dit, int n, const float *deps, float *dx);
 
-/* Forward FLOPs per sample: 2 m k n of every GEMM (token and conditioning linears) plus 4 N^2 D
- * per block for the attention products; element-wise work not counted. A training step costs
- * about 3x. */
+/* Forward FLOPs per sample: 2 m k n of every GEMM (token and conditioning linears) plus 4 L^2 D
+ * per block for the attention products (L = N, or 2N with style: the blocks' linears also run on
+ * L tokens, the style_embedder on N, the final layer on N); element-wise work not counted. A
+ * training step costs about 3x. */
 double rmx_dit_flops_per_sample(const rmx_dit_hparams *hp);
 
 /* The fixed positions [gh * gw, d] (host, row-major tokens) into out: d % 4 == 0. */

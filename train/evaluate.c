@@ -141,3 +141,18 @@ void rmx_eval_plot_losses(rmx_trainer *t) {
     snprintf(png, sizeof png, "%s/loss.png", t->cfg.run.dir);
     if (rmx_plot_losses(t->metrics.path, png, err, sizeof err) != 0) rmx_warn("%s", err);
 }
+
+int rmx_eval_genre_examples(rmx_trainer *t, int64_t *out) {
+    const int G = rmx_dataset_params(t->val)->n_genres;
+    for (int g = 0; g < G; g++) out[g] = -1;
+    char err[1024];
+    for (int64_t i = 0, n = rmx_dataset_length(t->val); i < n; i++) {
+        int32_t genre = -1;
+        if (rmx_dataset_read(t->val, i, NULL, &genre, err, sizeof err) != 0) {
+            rmx_error("rank %d: evaluation: %s", t->comm.rank, err);
+            return -1;
+        }
+        if (genre >= 0 && genre < G && out[genre] < 0) out[genre] = i;
+    }
+    return 0;
+}

@@ -48,6 +48,10 @@ typedef int (*rmx_eval_fn)(void *arg, rmx_trainer *t, const rmx_eval_chunk *c, f
 int rmx_eval_run(rmx_trainer *t, const rmx_eval_set *s, rmx_eval_fn fn, void *arg, int n_terms,
                  float *terms);
 
+/* out[g] = the first validation sample of genre g, or -1 (out holds the genre count). 0, or -1
+ * after a read error (printed). */
+int rmx_eval_genre_examples(rmx_trainer *t, int64_t *out);
+
 /* rows x cols spectrogram panels of [m x t] floats for an evaluation PNG. Each rank sets the
  * panels of the samples it evaluated; rmx_eval_panels_gather sums them over the ranks (every panel
  * is set on exactly one rank and zero elsewhere, so the sum is exact), which makes the picture the

@@ -145,3 +145,24 @@ void rmx_frozen_ae_free(rmx_frozen_ae *f) {
     free(f->config);
     memset(f, 0, sizeof *f);
 }
+
+int rmx_frozen_ae_check_data(const rmx_frozen_ae *f, const rmx_mel_params *data, const char *data_path,
+                             const char *config_path, const char *ckpt_key, const char *ckpt, char *err,
+                             size_t errlen) {
+    char why[1024], name[RMX_PATH_MAX + 64];
+    snprintf(name, sizeof name, "the autoencoder's data (%s)", ckpt);
+    if (rmx_mel_params_compare(data, data_path, &f->audio, name, why, sizeof why) == 0) return 0;
+    return rmx_seterr(err, errlen,
+                      "%s: data.train does not match the autoencoder: %s (the autoencoder, from %s, only "
+                      "understands spectrograms prepared like its own data)",
+                      config_path, why, ckpt_key);
+}
+
+void rmx_frozen_ae_scaled_latents(rmx_frozen_ae *f, int n, const float *x, float scale, float *out) {
+    rmx_backend *be = rmx_ae_backend(f->ae);
+    int c, h, w;
+    rmx_ae_latent_shape(f->ae, &c, &h, &w);
+    const size_t count = (size_t)n * c * h * w;
+    be->copy(be, out, rmx_ae_latents(f->ae, n, x), sizeof(float) * count);
+    be->scale(be, count, scale, out);
+}

@@ -49,6 +49,17 @@ void rmx_frozen_ae_layout(rmx_frozen_ae *f, rmx_ckpt_layout *layout);
 int rmx_frozen_ae_compare(rmx_frozen_ae *f, float *const values[2], const char *what, char *err,
                           size_t errlen);
 
+/* 0 when data `data` (shards `data_path`) was prepared like the autoencoder's own data; else -1
+ * and a message naming the config file, the key the autoencoder came from (`ckpt_key` = `ckpt`)
+ * and the first difference. */
+int rmx_frozen_ae_check_data(const rmx_frozen_ae *f, const rmx_mel_params *data, const char *data_path,
+                             const char *config_path, const char *ckpt_key, const char *ckpt, char *err,
+                             size_t errlen);
+
+/* out [n, C, h, w] (backend) = scale * the latents a diffusion model works on (rmx_ae_latents) of
+ * the mels x [n, 1, M, T] (backend). */
+void rmx_frozen_ae_scaled_latents(rmx_frozen_ae *f, int n, const float *x, float scale, float *out);
+
 void rmx_frozen_ae_free(rmx_frozen_ae *f);
 
 #endif

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static const rmx_stage_ops *const STAGES[] = {&rmx_stage_vae, &rmx_stage_diffusion};
+static const rmx_stage_ops *const STAGES[] = {&rmx_stage_vae, &rmx_stage_diffusion, &rmx_stage_remix};
 
 const rmx_stage_ops *rmx_stage_find(const char *name) {
     for (size_t i = 0; i < sizeof STAGES / sizeof STAGES[0]; i++)

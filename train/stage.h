@@ -3,6 +3,7 @@
  *
  *   vae        the stage-1 autoencoder (train/stage_vae.c)
  *   diffusion  the class-conditional DiT over a frozen autoencoder's latents (train/stage_diffusion.c)
+ *   remix      the DiT with style tokens, trained with style-transfer losses (train/stage_remix.c)
  *
  * The trainer owns the run: config, ranks, data, backend, the loop, the optimiser over the stage's
  * trained registry, gradient all-reduce, non-finite handling, logs, checkpoints, preemption. A
@@ -84,6 +85,7 @@ const char *rmx_stage_names(void);
 
 extern const rmx_stage_ops rmx_stage_vae;
 extern const rmx_stage_ops rmx_stage_diffusion;
+extern const rmx_stage_ops rmx_stage_remix;
 
 /* The autoencoder's hyper-parameters from a config's model.* keys and the data's input size
  * (stage 1, and later stages reading the architecture from a stage-1 checkpoint's config). */

@@ -29,6 +29,7 @@
 
 #include "model/diffusion.h"
 #include "model/dit.h"
+#include "train/diffusion_ckpt.h"
 #include "train/evaluate.h"
 #include "train/frozen_ae.h"
 #include "train/stage.h"
@@ -72,19 +73,6 @@ static diff_stage *diff_of(rmx_stage *s) { return (diff_stage *)s; }
 
 /* ---- set-up ---- */
 
-static int check_data(diff_stage *d, rmx_trainer *t, char *err, size_t errlen) {
-    char why[1024], name[RMX_PATH_MAX + 64];
-    snprintf(name, sizeof name, "the autoencoder's data (%s)", t->cfg.autoencoder.checkpoint);
-    if (rmx_mel_params_compare(rmx_dataset_params(t->train), t->cfg.data.train, &d->fae.audio, name, why,
-                               sizeof why) == 0)
-        return 0;
-    rmx_seterr(err, errlen,
-               "%s: data.train does not match the autoencoder: %s (the autoencoder only understands "
-               "spectrograms prepared like its own data)",
-               t->cfg.path, why);
-    return -1;
-}
-
 static void dit_hparams_from_config(diff_stage *d, const rmx_config *c, int n_genres) {
     rmx_dit_hparams *hp = &d->hp;
     rmx_dit_hparams_default(hp);
@@ -121,11 +109,7 @@ static void layout_checkpoint(diff_stage *d, const rmx_config *c) {
     rmx_ckpt_layout_add(&s->layout, "model", state, 0);
     rmx_ckpt_layout_add_values(&s->layout, "ema", p, p->ema);
     rmx_ckpt_layout_add(&s->layout, "ema", state, 0);
-    rmx_ckpt_layout_add(&s->layout, "diffusion", &d->scale_reg, 0);
-    rmx_ckpt_layout_attr_i64(&s->layout, "diffusion", "timesteps", c->diffusion.timesteps);
-    rmx_ckpt_layout_attr_f64(&s->layout, "diffusion", "beta_start", c->diffusion.beta_start);
-    rmx_ckpt_layout_attr_f64(&s->layout, "diffusion", "beta_end", c->diffusion.beta_end);
-    rmx_ckpt_layout_attr_str(&s->layout, "diffusion", "prediction", "epsilon");
+    rmx_diffusion_layout_schedule(&s->layout, c, &d->scale_reg);
     rmx_frozen_ae_layout(&d->fae, &s->layout);
 }
 
@@ -158,7 +142,9 @@ static int diff_create(rmx_trainer *t, rmx_stage **out, char *err, size_t errlen
         rmx_seterr(err, errlen, "%s: autoencoder.checkpoint: %s", c->path, why);
         return code;
     }
-    if (check_data(d, t, err, errlen) != 0) return RMX_EXIT_DATA;
+    if (rmx_frozen_ae_check_data(&d->fae, rmx_dataset_params(t->train), t->cfg.data.train, c->path,
+                                 "autoencoder.checkpoint", c->autoencoder.checkpoint, err, errlen) != 0)
+        return RMX_EXIT_DATA;
     remember_autoencoder(d);
     dit_hparams_from_config(d, c, rmx_dataset_params(t->train)->n_genres);
     if (rmx_dit_validate(&d->hp, why, sizeof why) != 0) {
@@ -225,9 +211,7 @@ static void diff_set_grad_ready(rmx_stage *s, void (*fn)(void *, int), void *arg
 /* Scaled latents of n spectrograms (host mel) into d->z. */
 static void encode(diff_stage *d, int n, const float *mel, size_t sample) {
     d->be->to_backend(d->be, d->x, mel, sizeof(float) * sample * (size_t)n);
-    const float *z = rmx_ae_latents(d->fae.ae, n, d->x);
-    d->be->copy(d->be, d->z, z, sizeof(float) * d->latent_per * (size_t)n);
-    d->be->scale(d->be, d->latent_per * (size_t)n, d->latent_scale, d->z);
+    rmx_frozen_ae_scaled_latents(&d->fae, n, d->x, d->latent_scale, d->z);
 }
 
 /* latent_scale = 1 / std of the latents of a fixed set of training segments, spread over the
@@ -414,19 +398,8 @@ static int diff_eval_chunk(void *arg, rmx_trainer *t, const rmx_eval_chunk *c, f
 /* Per genre, the first validation sample of that genre (read once). */
 static int find_genre_examples(diff_stage *d, rmx_trainer *t) {
     if (d->genre_example) return 0;
-    const int G = rmx_dataset_params(t->val)->n_genres;
-    d->genre_example = malloc(sizeof(int64_t) * (size_t)G);
-    for (int g = 0; g < G; g++) d->genre_example[g] = -1;
-    char err[1024];
-    for (int64_t i = 0, n = rmx_dataset_length(t->val); i < n; i++) {
-        int32_t genre = -1;
-        if (rmx_dataset_read(t->val, i, NULL, &genre, err, sizeof err) != 0) {
-            rmx_error("rank %d: evaluation: %s", t->comm.rank, err);
-            return -1;
-        }
-        if (genre >= 0 && genre < G && d->genre_example[genre] < 0) d->genre_example[genre] = i;
-    }
-    return 0;
+    d->genre_example = malloc(sizeof(int64_t) * (size_t)rmx_dataset_params(t->val)->n_genres);
+    return rmx_eval_genre_examples(t, d->genre_example);
 }
 
 /* Rows of the PNG: this rank's genres (g mod world == rank), a real segment beside a generated one. */

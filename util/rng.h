@@ -28,6 +28,10 @@ enum rmx_rng_purpose {
     RMX_RNG_INIT = 7,        /* parameter initialisation */
     RMX_RNG_SAMPLING = 8,    /* generation / remix sampling noise */
     RMX_RNG_DEMO = 9,        /* demo dataset synthesis */
+    RMX_RNG_REMIX_PAIR = 10, /* remix: the style segment paired with a training sample */
+    RMX_RNG_REMIX_T = 11,    /* remix: the strength (noise level) of a training sample */
+    RMX_RNG_REMIX_EPS = 12,  /* remix: the noise of a training sample */
+    RMX_RNG_STYLE_DROP = 13, /* remix: style-token dropout (style guidance) */
 };
 
 /* Four 32-bit words for (seed, purpose, step, index) and the counter `ctr` within that stream. */

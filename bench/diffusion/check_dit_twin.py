@@ -10,6 +10,8 @@ usage: check_dit_twin.py TEST_DIT_REFERENCE WORK_DIR
    ratio 3, 3 blocks) and "tiny" with another seed and batch; each goes through
    test_dit_reference (output, loss, every gradient, the input gradient, one AdamW step, on the
    ref and cpu backends).
+3. Style tokens (stage 3): the bench size's names and shapes with style=True (the four style
+   tensors last), and fresh "small" and "tiny" cases with style tokens, some styles dropped.
 Exit 77 (skipped) when torch cannot be imported.
 """
 import os
@@ -30,6 +32,9 @@ CASES = [
     ("bench-names", ["--size", "bench", "--names-only"]),
     ("small", ["--size", "small", "--seed", "20240611", "--batch", "3"]),
     ("tiny", ["--size", "tiny", "--seed", "97", "--batch", "5"]),
+    ("bench-names-style", ["--size", "bench", "--names-only", "--style"]),
+    ("small-style", ["--size", "small", "--seed", "20250101", "--batch", "3", "--style"]),
+    ("tiny-style", ["--size", "tiny", "--seed", "98", "--batch", "6", "--style"]),
 ]
 
 

@@ -13,6 +13,14 @@ stage-2 checkpoint's /model group loads with load_state_dict(strict=True):
 It needs torch only (no timm): the patch embedding, attention and MLP are written out here with
 timm's parameter names (proj, qkv, fc1, fc2). Label dropout is the trainer's business (it passes
 the null class, num_classes, for a dropped label), so forward() takes the labels as given.
+
+Style tokens (stage 3, Remixer's hparams.style = 1): DiTTwin(..., style=True) adds, after every
+stage-2 tensor in state_dict order, style_embedder.proj.weight [D, C, p, p], .bias [D],
+style_type [1, 1, D] and style_null [1, 1, D]. forward(x, t, y, style, keep) embeds the style
+latent (same shape as x) into N style tokens, style_embedder(style) + style_type + pos_embed, or
+style_null + style_type + pos_embed for a sample with keep False, appends them after the N
+content tokens (one joint sequence of 2N in every block) and reads out the content tokens only.
+With style=False the model, its state_dict and its numbers are the stage-2 twin's.
 """
 import math
 
@@ -150,7 +158,7 @@ class FinalLayer(nn.Module):
 
 class DiTTwin(nn.Module):
     def __init__(self, in_channels=8, height=32, width=64, patch=2, hidden=384, depth=12, heads=6,
-                 mlp_ratio=4.0, num_classes=4, freq_dim=256):
+                 mlp_ratio=4.0, num_classes=4, freq_dim=256, style=False):
         super().__init__()
         if height % patch or width % patch:
             raise ValueError("the patch must divide the latent grid")
@@ -165,6 +173,14 @@ class DiTTwin(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, tokens, hidden), requires_grad=False)
         self.blocks = nn.ModuleList(DiTBlock(hidden, heads, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(hidden, patch, in_channels)
+        self.style = bool(style)
+        if self.style:
+            self.style_embedder = PatchEmbed(patch, in_channels, hidden)
+            self.style_type = nn.Parameter(torch.zeros(1, 1, hidden))
+            self.style_null = nn.Parameter(torch.zeros(1, 1, hidden))
+            # PyTorch lists a module's own parameters before its children's; Remixer registers
+            # the two embeddings last (after style_embedder), so the state_dict moves them there.
+            self._register_state_dict_hook(_style_last)
         self.initialize_weights()
 
     def initialize_weights(self):
@@ -188,6 +204,12 @@ class DiTTwin(nn.Module):
         for layer in zeroed:
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+        if self.style:
+            proj = self.style_embedder.proj.weight.data
+            nn.init.xavier_uniform_(proj.view(proj.shape[0], -1))
+            nn.init.zeros_(self.style_embedder.proj.bias)
+            nn.init.normal_(self.style_type, std=0.02)
+            nn.init.zeros_(self.style_null)
 
     def unpatchify(self, tokens):
         """[B, N, p p C] with features (p, q, c) -> [B, C, H, W] ('nhwpqc -> nchpwq')."""
@@ -197,15 +219,43 @@ class DiTTwin(nn.Module):
         x = tokens.reshape(b, gh, gw, p, p, c).permute(0, 5, 1, 3, 2, 4)
         return x.reshape(b, c, gh * p, gw * p)
 
-    def forward(self, x, t, y):
-        """Noise prediction [B, C, H, W] for latents x, timesteps t [B] (float), labels y [B]."""
+    def style_tokens(self, batch, style, keep):
+        """The style tokens [B, N, D]: style_embedder(style) where keep, else style_null; plus
+        style_type and pos_embed. style may be None when no sample keeps its style."""
+        tokens, hidden = self.pos_embed.shape[1], self.pos_embed.shape[2]
+        keep = torch.zeros(batch, dtype=torch.bool) if keep is None else \
+            torch.as_tensor(keep).to(torch.bool)
+        null = self.style_null.expand(batch, tokens, hidden)
+        if style is None:
+            if bool(keep.any()):
+                raise ValueError("a kept style needs the style latents")
+            s = null
+        else:
+            s = torch.where(keep.to(style.device)[:, None, None], self.style_embedder(style), null)
+        return s + self.style_type + self.pos_embed
+
+    def forward(self, x, t, y, style=None, keep=None):
+        """Noise prediction [B, C, H, W] for latents x, timesteps t [B] (float), labels y [B]; with
+        style=True also the style latents [B, C, H, W] (None: every style dropped) and keep [B]
+        (bool; False: that sample's style is dropped)."""
         h = self.x_embedder(x) + self.pos_embed
+        tokens = h.shape[1]
+        if self.style:
+            h = torch.cat([h, self.style_tokens(x.shape[0], style, keep)], dim=1)
+        elif style is not None:
+            raise ValueError("style latents given to a twin without style tokens")
         c = self.t_embedder(t) + self.y_embedder(y)
         for block in self.blocks:
             h = block(h, c)
-        return self.unpatchify(self.final_layer(h, c))
+        return self.unpatchify(self.final_layer(h[:, :tokens], c))
 
 
-def loss(model, x, t, y, target):
+def _style_last(module, state_dict, prefix, local_metadata):
+    """state_dict hook: style_type and style_null after every other tensor (Remixer's order)."""
+    for name in ("style_type", "style_null"):
+        state_dict[prefix + name] = state_dict.pop(prefix + name)
+
+
+def loss(model, x, t, y, target, style=None, keep=None):
     """Remixer's stage-2 objective on a batch: the mean squared error over all latent elements."""
-    return F.mse_loss(model(x, t, y), target)
+    return F.mse_loss(model(x, t, y, style, keep), target)

@@ -1,7 +1,7 @@
 """Writes a DiT reference case for tests/dit/test_dit_reference.c from the PyTorch twin.
 
-usage: make_dit_reference.py OUT.h5 [--size tiny|small] [--seed N]
-       make_dit_reference.py OUT.h5 --names-only [--size bench|tiny|small]
+usage: make_dit_reference.py OUT.h5 [--size tiny|small] [--seed N] [--batch B] [--style]
+       make_dit_reference.py OUT.h5 --names-only [--size bench|tiny|small] [--style]
 
 A case: a twin of the chosen size with every trained tensor randomised (so the layers DiT starts
 at zero - adaLN, final layer - carry gradients and are exercised), fixed inputs x, t (fractional
@@ -23,6 +23,13 @@ File layout (every tensor under its state_dict name, with the state_dict shape):
     /updated/<name>   the trained tensors after the AdamW step
 --names-only writes the attributes, /names and /shapes (the bench size: 33 M parameters).
 The committed tests/dit/ref/dit_tiny.h5 is `make_dit_reference.py tests/dit/ref/dit_tiny.h5`.
+
+--style: the twin with style tokens (DiTTwin(style=True); attribute style = 1, else 0), the four
+style tensors randomised like the rest (style_type and style_null as [1, 1, D] matrices), and
+two more inputs: /inputs/style [B, C, H, W] (drawn after x and target) and /inputs/style_keep
+uint8 [B] (1, 0, 1, 1, 0, ...: some samples' styles dropped, the first kept). The committed
+tests/dit/ref/dit_tiny_style.h5 is
+`make_dit_reference.py tests/dit/ref/dit_tiny_style.h5 --style --seed 4321`.
 """
 import argparse
 import os
@@ -68,6 +75,7 @@ def randomise(model, gen):
 def write_header(f, cfg, args, model):
     for k, v in cfg.items():
         f.attrs[k] = v
+    f.attrs["style"] = int(args.style)
     f.attrs["seed"] = args.seed
     f.attrs["torch_version"] = str(torch.__version__)
     f.attrs["generator"] = "bench/diffusion/make_dit_reference.py"
@@ -87,11 +95,12 @@ def main():
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--names-only", action="store_true")
+    ap.add_argument("--style", action="store_true", help="the twin with style tokens")
     args = ap.parse_args()
     cfg = SIZES[args.size]
     torch.manual_seed(args.seed)
     if args.names_only:
-        model = DiTTwin(**cfg)
+        model = DiTTwin(**cfg, style=args.style)
         with h5py.File(args.out, "w") as f:
             write_header(f, cfg, args, model)
         print(f"{args.out}: {len(model.state_dict())} tensors, "
@@ -99,7 +108,7 @@ def main():
         return 0
 
     gen = torch.Generator().manual_seed(args.seed)
-    model = DiTTwin(**cfg)
+    model = DiTTwin(**cfg, style=args.style)
     randomise(model, gen)
     weights32 = {k: v.detach().clone().float().numpy() for k, v in model.state_dict().items()}
     model = model.double()
@@ -112,10 +121,15 @@ def main():
     # The null class (num_classes) included.
     y = torch.tensor([cfg["num_classes"], 0, 2, 1, cfg["num_classes"], 1, 0, 2][:b], dtype=torch.int64)
     y = y.clamp(max=cfg["num_classes"])
+    style32, keep = None, None
+    if args.style:
+        style32 = torch.randn((b, c, h, w), generator=gen, dtype=torch.float32)
+        keep = torch.tensor([(1, 0, 1, 1, 0)[i % 5] for i in range(b)], dtype=torch.uint8)
 
     x = x32.double().requires_grad_()
-    out = model(x, t32.double(), y)
-    value = dit_loss(model, x, t32.double(), y, target32.double())
+    style = None if style32 is None else style32.double()
+    out = model(x, t32.double(), y, style, keep)
+    value = dit_loss(model, x, t32.double(), y, target32.double(), style, keep)
     value.backward()
     trained = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     grads = {n: p.grad.detach().float().numpy() for n, p in trained}
@@ -138,6 +152,9 @@ def main():
         g.create_dataset("t", data=t32.numpy())
         g.create_dataset("y", data=y.numpy().astype(np.int32))
         g.create_dataset("target", data=target32.numpy())
+        if args.style:
+            g.create_dataset("style", data=style32.numpy())
+            g.create_dataset("style_keep", data=keep.numpy())
         f.create_dataset("output", data=out.detach().float().numpy())
         f.create_dataset("loss", data=np.array([value.item()], dtype=np.float64))
         f.create_dataset("dx", data=x.grad.float().numpy())
@@ -147,7 +164,7 @@ def main():
         g = f.create_group("updated")
         for k, v in updated.items():
             g.create_dataset(k, data=v)
-    print(f"{args.out}: {args.size} DiT, {sum(p.numel() for _, p in trained)} trained parameters, "
+    print(f"{args.out}: {args.size} DiT{' with style tokens' if args.style else ''}, {sum(p.numel() for _, p in trained)} trained parameters, "
           f"loss {value.item():.8g}, {os.path.getsize(args.out)} bytes")
     return 0
 

@@ -1,5 +1,6 @@
-/* Everything but the convolutions, on the CPU: OpenMP over samples, groups or elements, with the
- * per-element arithmetic of kernels/elementwise.h.
+/* Everything but the convolutions and the transformer ops, on the CPU: OpenMP over samples, groups
+ * or elements, with the per-element arithmetic of kernels/elementwise.h; the remix stage's Gram
+ * matrices through rmx_cpu_sgemm (gemm.c).
  *
  * Reductions (losses, sumsq, statistics summed over the batch) never depend on the thread count:
  * a sum is cut into blocks whose size depends on the length alone, each block is summed in double
@@ -328,6 +329,92 @@ static void cpu_sumsq(rmx_backend *be, size_t n, const float *x, float *out) {
     *out = (float)fixed_order_sum(rmx_cpu_threads(be), n, sumsq_block, (void *)x);
 }
 
+/* ---- remix (stage 3) losses ---- */
+
+/* Gram matrices through rmx_cpu_sgemm, one single-threaded call per task, tasks over (sample, block
+ * of rows of g) forward and (sample, block of columns of df) backward: the blocks are a function of
+ * the shape alone, so the bits do not depend on the thread count. */
+#define GRAM_TM 48    /* rows of g a forward task computes, a multiple of the micro-kernel's 12 ... */
+#define GRAM_TM_MIN 12 /* ... halved down to this while there are fewer than GRAM_MIN_TASKS tasks */
+#define GRAM_TN 384   /* columns of df a backward task computes, a multiple of the micro-kernel's 32 */
+#define GRAM_MIN_TASKS 16
+
+static void cpu_gram_fwd(rmx_backend *be, int n, int c, int hw, float scale, const float *f, float *g) {
+    int tm = GRAM_TM;
+    while (tm > GRAM_TM_MIN && (long)n * ((c + tm - 1) / tm) < GRAM_MIN_TASKS) tm /= 2;
+    int tr = (c + tm - 1) / tm;
+    long tasks = (long)n * tr;
+#pragma omp parallel for num_threads(rmx_cpu_threads(be)) schedule(dynamic, 1) if (tasks > 1)
+    for (long t = 0; t < tasks; t++) {
+        int b = (int)(t / tr), r0 = (int)(t % tr) * tm, nr = c - r0 < tm ? c - r0 : tm;
+        const float *fb = f + (size_t)b * c * hw;
+        /* g[b, r0 .. r0 + nr, :] = scale f[b, r0 .., :] f[b]^T */
+        rmx_cpu_sgemm(0, 1, nr, c, hw, scale, fb + (size_t)r0 * hw, hw, fb, hw, 0.0f,
+                      g + ((size_t)b * c + r0) * c, c);
+    }
+}
+
+/* df[b] += scale S f[b] with S = dg[b] + dg[b]^T (elementwise.h rmx_gram_sym), formed first. */
+static void cpu_gram_bwd(rmx_backend *be, int n, int c, int hw, float scale, const float *f,
+                         const float *dg, float *df) {
+    int nt = rmx_cpu_threads(be);
+    size_t cc = (size_t)c * c;
+    if (n <= 0 || c <= 0 || hw <= 0) return;
+    float *sym = malloc(sizeof(float) * (size_t)n * cc);
+    if (!sym) abort();
+#pragma omp parallel for num_threads(nt) schedule(static) if ((size_t)n * cc > PAR_MIN)
+    for (long r = 0; r < (long)n * c; r++) {
+        size_t b = (size_t)r / c, i = (size_t)r % c;
+        const float *dgb = dg + b * cc;
+        for (size_t j = 0; j < (size_t)c; j++) sym[b * cc + i * c + j] = rmx_gram_sym(dgb[i * c + j], dgb[j * c + i]);
+    }
+    int tc = (hw + GRAM_TN - 1) / GRAM_TN;
+    long tasks = (long)n * tc;
+#pragma omp parallel for num_threads(nt) schedule(dynamic, 1) if (tasks > 1)
+    for (long t = 0; t < tasks; t++) {
+        int b = (int)(t / tc), k0 = (int)(t % tc) * GRAM_TN, nk = hw - k0 < GRAM_TN ? hw - k0 : GRAM_TN;
+        size_t off = (size_t)b * c * hw + (size_t)k0;
+        rmx_cpu_sgemm(0, 0, c, nk, c, scale, sym + (size_t)b * cc, c, f + off, hw, 1.0f, df + off, hw);
+    }
+    free(sym);
+}
+
+typedef struct {
+    const float *x;
+    float *dx;
+    int h, w;
+    rmx_tv_consts k;
+} tv_ctx;
+
+/* Elements [begin, end) of x [n, c, h, w], crossing rows and planes as needed; the sum in eight
+ * lanes by position within the block, as mse_block. */
+static double tv_block(void *vctx, size_t begin, size_t end) {
+    const tv_ctx *c = vctx;
+    size_t plane = (size_t)c->h * c->w;
+    double acc[8] = {0};
+    size_t e = begin;
+    while (e < end) {
+        size_t pl = e / plane, r = e % plane;
+        int i = (int)(r / (size_t)c->w), j = (int)(r % (size_t)c->w);
+        int jend = end - e < (size_t)(c->w - j) ? j + (int)(end - e) : c->w;
+        const float *p = c->x + pl * plane;
+        float *d = c->dx ? c->dx + pl * plane : NULL;
+        for (; j < jend; j++, e++) {
+            acc[(e - begin) & 7] += rmx_tv_term(p, c->h, c->w, i, j, c->k);
+            if (d) d[(size_t)i * c->w + j] += rmx_tv_grad(p, c->h, c->w, i, j, c->k);
+        }
+    }
+    return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+}
+
+static void cpu_tv_loss(rmx_backend *be, int n, int c, int h, int w, const float *x, float scale,
+                        float *loss, float *dx) {
+    tv_ctx t = {x, dx, h, w, rmx_tv_consts_make(c, h, w, scale)};
+    size_t total = (size_t)n * c * h * w;
+    double sum = total ? fixed_order_sum(rmx_cpu_threads(be), total, tv_block, &t) : 0.0;
+    *loss = (float)((double)*loss + (double)scale * sum);
+}
+
 /* vq_ema_update stays the reference's: k codes of d floats are too few to be worth threads. */
 void rmx_cpu_install_ops(rmx_backend *be) {
     be->groupnorm_fwd = cpu_groupnorm_fwd;
@@ -348,4 +435,7 @@ void rmx_cpu_install_ops(rmx_backend *be) {
     be->vq_stats = cpu_vq_stats;
     be->adamw = cpu_adamw;
     be->sumsq = cpu_sumsq;
+    be->gram_fwd = cpu_gram_fwd;
+    be->gram_bwd = cpu_gram_bwd;
+    be->tv_loss = cpu_tv_loss;
 }

@@ -1,6 +1,6 @@
 /* The CUDA backend: construction, memory, and the ops that are one pass over their elements
  * (element-wise, randomness, the KL bottleneck, the losses, AdamW, the gradient norm).
- * conv.cu, norm.cu, vq.cu and transformer.cu hold the rest.
+ * conv.cu, norm.cu, vq.cu, transformer.cu and remix.cu hold the rest.
  *
  * Every op is queued on one stream and returns without waiting, except to_host (the caller
  * reads the result) and free. The per-element arithmetic is kernels/elementwise.h and util/rng.h,
@@ -429,6 +429,7 @@ extern "C" rmx_backend *rmx_backend_cuda_create(int device_ordinal, char *err, s
     rmx_cuda_install_norm(be);
     rmx_cuda_install_vq(be);
     rmx_cuda_install_transformer(be);
+    rmx_cuda_install_remix(be);
     char missing[160];
     if (rmx_backend_check(be, missing, sizeof missing))
         return create_fail(be, err, errlen, "CUDA backend", missing);

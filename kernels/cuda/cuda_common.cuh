@@ -161,5 +161,6 @@ void rmx_cuda_install_conv(rmx_backend *be);
 void rmx_cuda_install_norm(rmx_backend *be);
 void rmx_cuda_install_vq(rmx_backend *be);
 void rmx_cuda_install_transformer(rmx_backend *be);
+void rmx_cuda_install_remix(rmx_backend *be);
 
 #endif

@@ -741,6 +741,56 @@ static void ref_ema_update(rmx_backend *be, size_t n, float decay, const float *
     for (size_t i = 0; i < n; i++) ema[i] = rmx_ema(ema[i], param[i], decay);
 }
 
+/* ---- remix (stage 3) losses ---- */
+
+/* g[b, i, j] = scale sum_k f[b, i, k] f[b, j, k], the sum in double in increasing k. */
+static void ref_gram_fwd(rmx_backend *be, int n, int c, int hw, float scale, const float *f, float *g) {
+    (void)be;
+    for (int b = 0; b < n; b++) {
+        const float *fb = f + (size_t)b * c * hw;
+        for (int i = 0; i < c; i++)
+            for (int j = 0; j < c; j++) {
+                double acc = 0.0;
+                for (int k = 0; k < hw; k++) acc += (double)fb[(size_t)i * hw + k] * fb[(size_t)j * hw + k];
+                g[((size_t)b * c + i) * c + j] = (float)((double)scale * acc);
+            }
+    }
+}
+
+/* df[b, i, k] += scale sum_j (dg[b, i, j] + dg[b, j, i]) f[b, j, k], in double. */
+static void ref_gram_bwd(rmx_backend *be, int n, int c, int hw, float scale, const float *f,
+                         const float *dg, float *df) {
+    (void)be;
+    for (int b = 0; b < n; b++) {
+        const float *fb = f + (size_t)b * c * hw, *dgb = dg + (size_t)b * c * c;
+        for (int i = 0; i < c; i++)
+            for (int k = 0; k < hw; k++) {
+                double acc = 0.0;
+                for (int j = 0; j < c; j++)
+                    acc += ((double)dgb[(size_t)i * c + j] + (double)dgb[(size_t)j * c + i]) * fb[(size_t)j * hw + k];
+                df[((size_t)b * c + i) * hw + k] += (float)((double)scale * acc);
+            }
+    }
+}
+
+/* The per-element terms and gradients of elementwise.h, planes and elements in index order. */
+static void ref_tv_loss(rmx_backend *be, int n, int c, int h, int w, const float *x, float scale,
+                        float *loss, float *dx) {
+    (void)be;
+    rmx_tv_consts k = rmx_tv_consts_make(c, h, w, scale);
+    size_t plane = (size_t)h * w;
+    double sum = 0.0;
+    for (size_t pl = 0; pl < (size_t)n * c; pl++) {
+        const float *p = x + pl * plane;
+        for (int i = 0; i < h; i++)
+            for (int j = 0; j < w; j++) {
+                sum += rmx_tv_term(p, h, w, i, j, k);
+                if (dx) dx[pl * plane + (size_t)i * w + j] += rmx_tv_grad(p, h, w, i, j, k);
+            }
+    }
+    *loss = (float)((double)*loss + (double)scale * sum);
+}
+
 rmx_backend *rmx_backend_ref_create(void) {
     rmx_backend *be = calloc(1, sizeof *be);
     if (!be) return NULL;
@@ -796,6 +846,9 @@ rmx_backend *rmx_backend_ref_create(void) {
     be->add_broadcast = ref_add_broadcast;
     be->axpby_samples = ref_axpby_samples;
     be->ema_update = ref_ema_update;
+    be->gram_fwd = ref_gram_fwd;
+    be->gram_bwd = ref_gram_bwd;
+    be->tv_loss = ref_tv_loss;
     char err[160];
     if (rmx_backend_check(be, err, sizeof err)) {
         fprintf(stderr, "remixer: internal error: %s\n", err);

@@ -3,7 +3,10 @@
  * step of two micro-batches (gradient accumulation) with the mean-squared-error loss, the input
  * gradient, one AdamW step and one EMA update over the flat buffers, then a frozen backward (no
  * weight gradient touched, the same input gradient). Configurations: the tiny test size and the
- * bench architecture (D 384, depth 12, heads 6, patch 2, latent 8 x 32 x 64) at micro-batch 2.
+ * bench architecture (D 384, depth 12, heads 6, patch 2, latent 8 x 32 x 64) at micro-batch 2,
+ * and the tiny size with style tokens (hparams.style = 1: rmx_dit_forward_style with style
+ * latents, the second sample of each micro-batch dropped, so style_embedder, style_type and
+ * style_null all carry gradients).
  *
  * Tolerances (float GEMMs and softmax sums in different orders on the two sides, TF32 off):
  *   output and loss 1e-4 relative; input gradient 1e-3 (normwise);
@@ -25,13 +28,20 @@ typedef struct {
 
 static rmx_dit_hparams config(int which) {
     if (which == 0) return dit_tiny_hparams(2);
+    if (which == 2) {
+        rmx_dit_hparams hp = dit_tiny_hparams(2);
+        hp.style = 1;
+        return hp;
+    }
     rmx_dit_hparams hp;
     rmx_dit_hparams_default(&hp); /* the bench architecture */
     hp.micro_batch = 2;
     return hp;
 }
 
-static const char *config_name(int which) { return which == 0 ? "tiny" : "bench (micro-batch 2)"; }
+static const char *config_name(int which) {
+    return which == 0 ? "tiny" : which == 1 ? "bench (micro-batch 2)" : "tiny with style tokens";
+}
 
 static outcome run(rmx_backend *be, int which) {
     rmx_dit_hparams hp = config(which);
@@ -46,6 +56,15 @@ static outcome run(rmx_backend *be, int which) {
     dit_test_inputs(&hp, 2 * m, 3, xh, t, y);
     fill_uniform(th, count, 31);
     float *x = backend_input(be, xh, count), *target = backend_input(be, th, count);
+    float *style = NULL;
+    uint8_t keep[4];
+    for (int i = 0; i < 4; i++) keep[i] = (uint8_t)(i % 2 == 0); /* kept, dropped, ... */
+    if (hp.style) {
+        float *sh = malloc(count * sizeof *sh);
+        fill_uniform(sh, count, 47);
+        style = backend_input(be, sh, count);
+        free(sh);
+    }
     float *dx = be->alloc(be, count * sizeof(float)), *deps = be->alloc(be, count * sizeof(float));
     float *loss = be->alloc(be, sizeof(float));
     outcome o;
@@ -56,7 +75,10 @@ static outcome run(rmx_backend *be, int which) {
     rmx_dit_step_begin(dit);
     for (int mb = 0; mb < 2; mb++) {
         size_t off = (size_t)mb * m * per;
-        const float *out = rmx_dit_forward(dit, m, x + off, t + mb * m, y + mb * m);
+        const float *out =
+            hp.style ? rmx_dit_forward_style(dit, m, x + off, t + mb * m, y + mb * m, style + off,
+                                             keep + mb * m)
+                     : rmx_dit_forward(dit, m, x + off, t + mb * m, y + mb * m);
         be->to_host(be, o.out + off, out, (size_t)m * per * sizeof(float));
         be->mse_loss(be, (size_t)m * per, out, target + off, 1.0f / (float)count, loss, deps + off);
         rmx_dit_backward(dit, m, deps + off, dx + off);
@@ -72,7 +94,10 @@ static outcome run(rmx_backend *be, int which) {
 
     /* frozen: the gradients stay as they are, the input gradient is computed */
     rmx_dit_set_frozen(dit, 1);
-    rmx_dit_forward(dit, m, x, t, y);
+    if (hp.style)
+        rmx_dit_forward_style(dit, m, x, t, y, style, keep);
+    else
+        rmx_dit_forward(dit, m, x, t, y);
     rmx_dit_backward(dit, m, deps, dx);
     o.dx_frozen = host_copy(be, dx, (size_t)m * per);
     o.grad_frozen = host_copy(be, p->grad, p->span);
@@ -82,6 +107,7 @@ static outcome run(rmx_backend *be, int which) {
     be->free(be, dx);
     be->free(be, deps);
     be->free(be, loss);
+    if (style) be->free(be, style);
     free(xh);
     free(th);
     rmx_dit_free(dit);
@@ -150,7 +176,7 @@ static void free_outcome(outcome *o) {
 int main(void) {
     rmx_backend *gpu = cuda_or_skip("cuda_dit");
     rmx_backend *cpu = rmx_backend_cpu_create(0);
-    for (int which = 0; which < 2; which++) {
+    for (int which = 0; which < 3; which++) {
         outcome c = run(cpu, which), g = run(gpu, which);
         compare(which, cpu, &c, &g);
         free_outcome(&c);

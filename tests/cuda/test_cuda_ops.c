@@ -18,7 +18,10 @@
  * sums (db, dshift, dscale, dgate) 1e-6, the timestep embedding 1e-6 (device cos / sin / exp in
  * double), everything else exact: GELU, modulation, gates, embedding (same double sums in the same
  * order), patches, broadcast, axpby and EMA. Attention runs twice and must repeat bit for bit, and
- * each output of a backward alone must equal it computed together with the others. */
+ * each output of a backward alone must equal it computed together with the others.
+ * The remix losses: Gram matrices 5e-5 (float GEMM; against the cpu backend at the larger size),
+ * the total variation's value 1e-6 (a fixed-order reduction) and its gradient exact (elementwise.h);
+ * both repeat bit for bit. */
 #include "cuda_test.h"
 #include "ktest.h"
 
@@ -723,6 +726,81 @@ static void test_transformer(void) {
     misc_transformer_case();
 }
 
+/* ---- remix (stage 3) losses ---- */
+
+/* Gram matrices against `oracle` (the reference, or the cpu backend at sizes the reference is slow
+ * for): g written over garbage, df accumulated onto known values; the same calls twice repeat bit
+ * for bit. */
+static void gram_case(rmx_backend *oracle, int n, int c, int hw) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nf = (size_t)n * c * hw, ng = (size_t)n * c * c;
+    float scale = 1.0f / ((float)c * (float)hw);
+    float *f = kt_rand(nf, -1, 1), *dg = kt_rand(ng, -1, 1), *g = kt_alloc(ng), *df = kt_rand(nf, -1, 1);
+    float *df0 = kt_copy(df, nf);
+    oracle->gram_fwd(oracle, n, c, hw, scale, f, g);
+    oracle->gram_bwd(oracle, n, c, hw, scale, f, dg, df);
+    float *gf = dev_upload(&pool, f, nf), *gdg = dev_upload(&pool, dg, ng), *gg = dev_garbage(&pool, ng);
+    float *gdf = dev_upload(&pool, df0, nf), *gg2 = dev_garbage(&pool, ng), *gdf2 = dev_upload(&pool, df0, nf);
+    gpu->gram_fwd(gpu, n, c, hw, scale, gf, gg);
+    gpu->gram_bwd(gpu, n, c, hw, scale, gf, gdg, gdf);
+    gpu->gram_fwd(gpu, n, c, hw, scale, gf, gg2);
+    gpu->gram_bwd(gpu, n, c, hw, scale, gf, gdg, gdf2);
+    char what[200];
+    snprintf(what, sizeof what, "gram n%d c%d hw%d fwd (written)%s", n, c, hw, oracle == cpu ? " (vs cpu)" : "");
+    report_dev(what, gg, g, ng, TOL_GEMM);
+    snprintf(what, sizeof what, "gram n%d c%d hw%d bwd df (+=)%s", n, c, hw, oracle == cpu ? " (vs cpu)" : "");
+    report_dev(what, gdf, df, nf, TOL_GEMM);
+    snprintf(what, sizeof what, "gram n%d c%d hw%d fwd, bwd repeat bit for bit", n, c, hw);
+    kt_expect(dev_equal(gg, gg2, ng) && dev_equal(gdf, gdf2, nf), what);
+    free(f), free(dg), free(g), free(df), free(df0);
+    dev_pool_free(&pool);
+}
+
+/* Total variation: the value added to the scalar (a fixed-order reduction: 1e-6), dx accumulated
+ * onto known values (elementwise.h on both sides: exact); dx NULL gives the same value, and the
+ * call repeats bit for bit. */
+static void tv_case(rmx_backend *oracle, int n, int c, int h, int w) {
+    dev_pool pool = {gpu, {0}, 0};
+    size_t nx = (size_t)n * c * h * w;
+    float *x = kt_rand(nx, -2, 2), *dx = kt_rand(nx, -1, 1), *dx0 = kt_copy(dx, nx);
+    float l_ref = 0.5f, l_gpu = 0.5f, l_null = 0.5f, l_again = 0.5f;
+    oracle->tv_loss(oracle, n, c, h, w, x, 0.3f, &l_ref, dx);
+    float *gx = dev_upload(&pool, x, nx), *gdx = dev_upload(&pool, dx0, nx), *gdx2 = dev_upload(&pool, dx0, nx);
+    float *gl = dev_upload(&pool, &l_gpu, 1), *gl_null = dev_upload(&pool, &l_null, 1);
+    float *gl_again = dev_upload(&pool, &l_again, 1);
+    gpu->tv_loss(gpu, n, c, h, w, gx, 0.3f, gl, gdx);
+    gpu->tv_loss(gpu, n, c, h, w, gx, 0.3f, gl_null, NULL);
+    gpu->tv_loss(gpu, n, c, h, w, gx, 0.3f, gl_again, gdx2);
+    gpu->to_host(gpu, &l_gpu, gl, sizeof l_gpu);
+    gpu->to_host(gpu, &l_null, gl_null, sizeof l_null);
+    gpu->to_host(gpu, &l_again, gl_again, sizeof l_again);
+    char what[200];
+    snprintf(what, sizeof what, "tv_loss n%d c%d %dx%d value (+=)%s", n, c, h, w, oracle == cpu ? " (vs cpu)" : "");
+    kt_report(what, fabs((double)l_ref - l_gpu) / fabs((double)l_ref), TOL_RED);
+    snprintf(what, sizeof what, "tv_loss n%d c%d %dx%d dx (+=, exact)", n, c, h, w);
+    report_dev(what, gdx, dx, nx, 0.0);
+    snprintf(what, sizeof what, "tv_loss n%d c%d %dx%d: dx NULL same value; repeats bit for bit", n, c, h, w);
+    kt_expect(l_null == l_gpu && l_again == l_gpu && dev_equal(gdx, gdx2, nx), what);
+    free(x), free(dx), free(dx0);
+    dev_pool_free(&pool);
+}
+
+static void test_remix(void) {
+    gram_case(ref, 2, 3, 7);  /* odd sizes */
+    gram_case(ref, 1, 1, 5);  /* one channel */
+    gram_case(ref, 3, 64, 300);
+    gram_case(ref, 2, 130, 50);
+    gram_case(ref, 1, 32, 32768); /* the bench's first level: 32 channels x 128 x 256 */
+    gram_case(cpu, 4, 128, 8192); /* deeper features, batch 4 */
+    tv_case(ref, 2, 3, 7, 5);
+    tv_case(ref, 1, 1, 1, 9); /* h == 1 */
+    tv_case(ref, 2, 2, 6, 1); /* w == 1 */
+    tv_case(ref, 1, 1, 1, 1); /* neither: value and dx unchanged */
+    tv_case(ref, 3, 8, 33, 17);
+    tv_case(ref, 4, 1, 128, 256); /* a mel batch: several reduction blocks */
+    tv_case(cpu, 16, 8, 128, 256); /* 4 M elements: more blocks than one pass takes */
+}
+
 int main(void) {
     gpu = cuda_or_skip("cuda_ops");
     ref = rmx_backend_ref_create();
@@ -750,6 +828,7 @@ int main(void) {
     test_adamw(200003);
     test_randn();
     test_transformer();
+    test_remix();
     ref->destroy(ref);
     cpu->destroy(cpu);
     gpu->destroy(gpu);

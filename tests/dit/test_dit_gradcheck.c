@@ -5,7 +5,10 @@
  *
  * The objective is L = <G, out> for a fixed random G, so d L / d out = G exactly and L is summed
  * in double on the host. Checked: six elements of every trained tensor (first, middle, last and
- * three spread ones) and every third element of the input. */
+ * three spread ones) and every third element of the input.
+ * All of it twice: the stage-2 model, and the model with style tokens (hparams.style = 1; style
+ * latents U(-1, 1), styles kept, dropped, kept: so style_embedder, style_type and style_null all
+ * carry gradients; no gradient w.r.t. the style latents exists, none is checked). */
 #include "dit_test.h"
 
 #define NS 3      /* samples: labels 1, 2 and the null class 3 */
@@ -18,15 +21,18 @@ typedef struct {
     size_t count;
     float *xh, *gh, *outh;
     float *x, *g, *dx;
+    float *style;     /* style on: the style latents (backend), else NULL */
+    uint8_t keep[NS]; /* style on: 1, 0, 1 */
     float t[NS];
     int32_t y[NS];
     int checked, failed;
 } fixture;
 
-static void fixture_init(fixture *f, rmx_backend *be) {
+static void fixture_init(fixture *f, rmx_backend *be, int style) {
     memset(f, 0, sizeof *f);
     f->be = be;
     f->hp = dit_tiny_hparams(NS);
+    f->hp.style = style;
     f->dit = dit_create_or_die(be, &f->hp, 5);
     dit_randomise(f->dit, 77);
     f->count = NS * dit_sample_count(&f->hp);
@@ -38,12 +44,25 @@ static void fixture_init(fixture *f, rmx_backend *be) {
     f->x = backend_input(be, f->xh, f->count);
     f->g = backend_input(be, f->gh, f->count);
     f->dx = be->alloc(be, f->count * sizeof(float));
+    if (style) {
+        float *sh = malloc(f->count * sizeof(float));
+        fill_uniform(sh, f->count, 29);
+        f->style = backend_input(be, sh, f->count);
+        free(sh);
+        for (int i = 0; i < NS; i++) f->keep[i] = (uint8_t)(i % 2 == 0);
+    }
+}
+
+static const float *fixture_forward(fixture *f) {
+    return f->hp.style ? rmx_dit_forward_style(f->dit, NS, f->x, f->t, f->y, f->style, f->keep)
+                       : rmx_dit_forward(f->dit, NS, f->x, f->t, f->y);
 }
 
 static void fixture_free(fixture *f) {
     f->be->free(f->be, f->x);
     f->be->free(f->be, f->g);
     f->be->free(f->be, f->dx);
+    if (f->style) f->be->free(f->be, f->style);
     free(f->xh);
     free(f->gh);
     free(f->outh);
@@ -51,7 +70,7 @@ static void fixture_free(fixture *f) {
 }
 
 static double objective(fixture *f) {
-    const float *out = rmx_dit_forward(f->dit, NS, f->x, f->t, f->y);
+    const float *out = fixture_forward(f);
     f->be->to_host(f->be, f->outh, out, f->count * sizeof(float));
     double s = 0.0;
     for (size_t i = 0; i < f->count; i++) s += (double)f->gh[i] * f->outh[i];
@@ -61,7 +80,7 @@ static double objective(fixture *f) {
 /* Forward + backward; host copies of the gradients (caller frees). */
 static void gradients(fixture *f, float **grad, float **dx, float **out) {
     rmx_dit_step_begin(f->dit);
-    const float *o = rmx_dit_forward(f->dit, NS, f->x, f->t, f->y);
+    const float *o = fixture_forward(f);
     *out = host_copy(f->be, o, f->count);
     rmx_dit_backward(f->dit, NS, f->g, f->dx);
     rmx_params *p = rmx_dit_params(f->dit);
@@ -101,10 +120,11 @@ static void report(fixture *f, const char *part) {
     f->checked = f->failed = 0;
 }
 
-static void test_finite_differences(void) {
+static void test_finite_differences(int style) {
     rmx_backend *be = rmx_backend_ref_create();
     fixture f;
-    fixture_init(&f, be);
+    fixture_init(&f, be, style);
+    printf("---- %s ----\n", style ? "style tokens (kept, dropped, kept)" : "stage 2 (no style tokens)");
     rmx_params *p = rmx_dit_params(f.dit);
     float *grad, *dx, *out;
     gradients(&f, &grad, &dx, &out);
@@ -143,6 +163,23 @@ static void test_finite_differences(void) {
     printf("  worst relative difference where the derivative is not tiny: %.2e\n", worst_rel);
 
     worst_rel = 0.0;
+    if (style) { /* the style latents matter, and only through kept samples */
+        float *o1 = host_copy(be, fixture_forward(&f), f.count);
+        float *sh = host_copy(be, f.style, f.count);
+        size_t per = dit_sample_count(&f.hp);
+        for (size_t e = 0; e < f.count; e++) sh[e] = -sh[e];
+        be->to_backend(be, f.style, sh, f.count * sizeof *sh);
+        float *o2 = host_copy(be, fixture_forward(&f), f.count);
+        CHECK(max_abs(o1, per) > 0 && rel_diff(o2, o1, per) > 1e-3,
+              "a kept style does not change the output");
+        CHECK(memcmp(o1 + per, o2 + per, per * sizeof *o1) == 0,
+              "a dropped style's latent changed the output");
+        for (size_t e = 0; e < f.count; e++) sh[e] = -sh[e];
+        be->to_backend(be, f.style, sh, f.count * sizeof *sh);
+        free(o1);
+        free(o2);
+        free(sh);
+    }
     double atol_x = 1e-3 * max_abs(dx, f.count);
     for (size_t j = 0; j < f.count; j += 3) {
         double num = central_difference(&f, f.x + j);
@@ -159,11 +196,11 @@ static void test_finite_differences(void) {
 
 /* ---- the cpu backend against the reference ---- */
 
-static void test_cpu_vs_ref(void) {
+static void test_cpu_vs_ref(int style) {
     rmx_backend *ref = rmx_backend_ref_create(), *cpu = rmx_backend_cpu_create(0);
     fixture a, b;
-    fixture_init(&a, ref);
-    fixture_init(&b, cpu);
+    fixture_init(&a, ref, style);
+    fixture_init(&b, cpu, style);
     float *ga, *dxa, *oa, *gb, *dxb, *ob;
     gradients(&a, &ga, &dxa, &oa);
     gradients(&b, &gb, &dxb, &ob);
@@ -180,8 +217,8 @@ static void test_cpu_vs_ref(void) {
             worst_name = t->name;
         }
     }
-    printf("cpu vs ref: output %.2e, input gradient %.2e, worst parameter gradient %.2e (%s)\n",
-           out_err, dx_err, worst, worst_name);
+    printf("cpu vs ref%s: output %.2e, input gradient %.2e, worst parameter gradient %.2e (%s)\n",
+           style ? " (style)" : "", out_err, dx_err, worst, worst_name);
     CHECK(out_err <= 1e-5, "cpu vs ref: output differs by %.3g", out_err);
     CHECK(dx_err <= 1e-5, "cpu vs ref: input gradient differs by %.3g", dx_err);
     free(ga);
@@ -197,7 +234,9 @@ static void test_cpu_vs_ref(void) {
 }
 
 int main(void) {
-    test_finite_differences();
-    test_cpu_vs_ref();
+    for (int style = 0; style < 2; style++) {
+        test_finite_differences(style);
+        test_cpu_vs_ref(style);
+    }
     return test_finish("dit_gradcheck");
 }

@@ -1,7 +1,11 @@
 /* The DiT's registries: names, shapes and order (DiT's state_dict), the bench size's parameter
  * count from the formula, DiT's initialisation (zeros, xavier bounds, N(0, 0.02)), the fixed 2-D
  * positions of a non-square grid against an independent formula, adaLN-Zero's exact zero output,
- * configuration errors, the FLOP count; and the registry's normal init and EMA buffer. */
+ * configuration errors, the FLOP count; and the registry's normal init and EMA buffer. With style
+ * tokens (hparams.style = 1): the four style tensors after the stage-2 ones (names, shapes,
+ * decay side), the stage-2 tensors' initial values unchanged, the style init, copying
+ * x_embedder into style_embedder (values and EMA), the 2N-token arena, the FLOP count, a fresh
+ * model's exact zero output, and the style error message. */
 #include "dit_test.h"
 
 /* ---- the registry alone: RMX_INIT_NORMAL and the EMA buffer ---- */
@@ -387,6 +391,9 @@ static void test_errors(rmx_backend *be) {
     bad = hp;
     bad.width = 0;
     expect_error(be, bad, "latent shape");
+    bad = hp;
+    bad.style = 2;
+    expect_error(be, bad, "dit.style must be 0 (no style tokens) or 1, got 2");
 }
 
 static void test_flops(void) {
@@ -398,6 +405,117 @@ static void test_flops(void) {
     double want = 12582912.0 + 491520.0 + 12.0 * 2216361984.0 + 13172736.0;
     printf("bench size: %.4g GFLOP per sample forward (training about %.3g)\n", f / 1e9, 3 * f / 1e9);
     CHECK(f == want, "flops %.17g, by hand %.17g", f, want);
+    /* with style: 1024 tokens in the blocks; x_embedder and style_embedder 12,582,912 each;
+     * per block qkv 905,969,664 + attention 1,610,612,736 + proj 301,989,888 + MLP
+     * 2,415,919,104 + adaLN 1,769,472; the final layer on the 512 content tokens */
+    hp.style = 1;
+    double fs = rmx_dit_flops_per_sample(&hp);
+    double want_s = 2 * 12582912.0 + 491520.0 + 12.0 * 5236260864.0 + 13172736.0;
+    printf("bench size with style tokens: %.4g GFLOP per sample forward\n", fs / 1e9);
+    CHECK(fs == want_s, "style flops %.17g, by hand %.17g", fs, want_s);
+}
+
+/* ---- style tokens ---- */
+
+static void test_style(rmx_backend *be) {
+    rmx_dit_hparams hp = dit_tiny_hparams(2), hs = hp;
+    hs.style = 1;
+    rmx_dit *plain = dit_create_or_die(be, &hp, 42), *dit = dit_create_or_die(be, &hs, 42);
+    rmx_params *p0 = rmx_dit_params(plain), *p = rmx_dit_params(dit);
+
+    /* registry: the stage-2 tensors, then the four style tensors */
+    expected_tensor *want = calloc(256, sizeof *want);
+    int n = expected_trained(&hs, want);
+    CHECK(n == p0->count, "stage-2 count");
+    int64_t D = hs.hidden, C = hs.in_channels, P = hs.patch;
+    n = expect(want, n, "style_embedder.proj.weight", 4, D, C, P, P);
+    n = expect(want, n, "style_embedder.proj.bias", 1, D, 0, 0, 0);
+    n = expect(want, n, "style_type", 3, 1, 1, D, 0);
+    n = expect(want, n, "style_null", 3, 1, 1, D, 0);
+    check_registry(p, want, n);
+    CHECK(p->numel == p0->numel + (size_t)(D * C * P * P + D + 2 * D), "style parameter count %zu",
+          p->numel);
+    CHECK(rmx_dit_tokens(dit) == 24 && rmx_dit_sequence(dit) == 48 &&
+              rmx_dit_sequence(plain) == 24,
+          "tokens %d, sequence %d", rmx_dit_tokens(dit), rmx_dit_sequence(dit));
+    CHECK(rmx_dit_arena_bytes(dit) > rmx_dit_arena_bytes(plain) * 3 / 2,
+          "the style arena (%zu bytes) must plan 2N tokens (stage 2: %zu)",
+          rmx_dit_arena_bytes(dit), rmx_dit_arena_bytes(plain));
+    printf("style (tiny): %d tensors, %zu trained parameters (stage 2: %zu), arena %zu bytes "
+           "(stage 2: %zu)\n", p->count, p->numel, p0->numel, rmx_dit_arena_bytes(dit),
+           rmx_dit_arena_bytes(plain));
+
+    /* init: every stage-2 tensor as in the stage-2 model of the same seed */
+    float *v0 = host_copy(be, p0->data, p0->span), *v = host_copy(be, p->data, p->span);
+    for (int i = 0; i < p0->count; i++) {
+        const rmx_param_info *a = rmx_params_get(p0, i), *b = rmx_params_get(p, i);
+        CHECK(memcmp(v0 + a->offset, v + b->offset, a->numel * sizeof(float)) == 0,
+              "%s: the style model initialises it differently", a->name);
+    }
+    int xw = rmx_params_find(p, "x_embedder.proj.weight");
+    int sw = rmx_params_find(p, "style_embedder.proj.weight");
+    int sb = rmx_params_find(p, "style_embedder.proj.bias");
+    int ty = rmx_params_find(p, "style_type"), nu = rmx_params_find(p, "style_null");
+    const rmx_param_info *wi = rmx_params_get(p, sw);
+    double bound = sqrt(6.0 / (double)(C * P * P + D));
+    const float *w = v + wi->offset;
+    CHECK(max_abs(w, wi->numel) <= bound * (1 + 1e-6) && max_abs(w, wi->numel) > 0.9 * bound,
+          "style_embedder.proj.weight: max %g, xavier bound %g", max_abs(w, wi->numel), bound);
+    float first = (float)bound * (2.0f * rmx_u01(rmx_u32(42, RMX_RNG_INIT, p->init_stream, (uint64_t)sw, 0)) - 1.0f);
+    CHECK(fabsf(w[0] - first) <= 1e-7f, "style_embedder.proj.weight[0] is not its init stream");
+    CHECK(memcmp(w, v + rmx_params_get(p, xw)->offset, wi->numel * sizeof(float)) != 0,
+          "style_embedder starts as its own draw (the trainer copies x_embedder)");
+    CHECK(max_abs(v + rmx_params_get(p, sb)->offset, (size_t)D) == 0.0 &&
+              max_abs(v + rmx_params_get(p, nu)->offset, (size_t)D) == 0.0,
+          "style_embedder.proj.bias and style_null start at zero");
+    int normal_ok = 1;
+    for (int e = 0; e < D; e++)
+        normal_ok &= v[rmx_params_get(p, ty)->offset + e] ==
+                     0.02f * rmx_normal(42, RMX_RNG_INIT, p->init_stream, (uint64_t)ty, (uint32_t)e);
+    CHECK(normal_ok, "style_type is not N(0, 0.02) from its init stream");
+
+    /* a fresh style model outputs exactly 0 (adaLN-Zero), styles kept or not */
+    size_t count = 2 * dit_sample_count(&hs);
+    float *xh = malloc(count * sizeof *xh), t[2];
+    int32_t y[2];
+    dit_test_inputs(&hs, 2, 4, xh, t, y);
+    float *x = backend_input(be, xh, count);
+    const uint8_t keep[2] = {1, 0};
+    float *out = host_copy(be, rmx_dit_forward_style(dit, 2, x, t, y, x, keep), count);
+    CHECK(max_abs(out, count) == 0.0, "a fresh style DiT must output exactly 0");
+    free(out);
+
+    /* stage 3 from a stage-2 checkpoint: x_embedder's values (and EMA) into style_embedder */
+    CHECK(rmx_dit_copy_style_embedder_from_x(plain) == -1, "copy on a model without style tokens");
+    rmx_params_alloc_ema(p);
+    be->fill(be, rmx_params_ema(p, xw), 0.125f, wi->numel);
+    CHECK(rmx_dit_copy_style_embedder_from_x(dit) == 0, "copy failed");
+    float *after = host_copy(be, p->data, p->span), *ema = host_copy(be, p->ema, p->span);
+    int xb = rmx_params_find(p, "x_embedder.proj.bias");
+    CHECK(memcmp(after + wi->offset, after + rmx_params_get(p, xw)->offset,
+                 wi->numel * sizeof(float)) == 0 &&
+              memcmp(after + rmx_params_get(p, sb)->offset, after + rmx_params_get(p, xb)->offset,
+                     (size_t)D * sizeof(float)) == 0,
+          "style_embedder does not equal x_embedder after the copy");
+    CHECK(ema[wi->offset] == 0.125f && ema[wi->offset + wi->numel - 1] == 0.125f,
+          "the EMA copy took x_embedder's EMA");
+    size_t changed = 0;
+    for (size_t e = 0; e < p->span; e++) {
+        int in_style = (e >= wi->offset && e < wi->offset + wi->numel) ||
+                       (e >= rmx_params_get(p, sb)->offset &&
+                        e < rmx_params_get(p, sb)->offset + (size_t)D);
+        changed += !in_style && after[e] != v[e];
+    }
+    CHECK(changed == 0, "the copy touched %zu other values", changed);
+    free(after);
+    free(ema);
+    free(xh);
+    be->free(be, x);
+    free(v0);
+    free(v);
+    free(want);
+    rmx_dit_free(plain);
+    rmx_dit_free(dit);
 }
 
 int main(void) {
@@ -409,6 +527,7 @@ int main(void) {
     test_adaln_zero(be);
     test_errors(be);
     test_flops();
+    test_style(be);
     be->destroy(be);
     return test_finish("dit_params");
 }

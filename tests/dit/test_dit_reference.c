@@ -15,6 +15,10 @@
  * rounding noise, ~1e-18 in the twin's float64, ~1e-9 in float32, which AdamW turns into steps
  * of different sizes).
  * A file with only /names and /shapes (make_dit_reference.py --names-only) checks those only.
+ * A file with the attribute style = 1 (make_dit_reference.py --style; the committed one is
+ * tests/dit/ref/dit_tiny_style.h5) is a model with style tokens: the four style tensors at the
+ * end of the registry, and the forward is rmx_dit_forward_style with /inputs/style and
+ * /inputs/style_keep (some samples' styles dropped); the same checks and tolerances.
  *
  * usage: test_dit_reference FILE.h5 */
 #include <hdf5.h>
@@ -127,6 +131,7 @@ static rmx_dit_hparams file_hparams(h5ref *r) {
     hp.num_classes = (int)attr_double(r, "num_classes");
     hp.freq_dim = (int)attr_double(r, "freq_dim");
     hp.micro_batch = H5Aexists(r->file, "batch") > 0 ? (int)attr_double(r, "batch") : 1;
+    hp.style = H5Aexists(r->file, "style") > 0 ? (int)attr_double(r, "style") : 0;
     return hp;
 }
 
@@ -218,9 +223,27 @@ static void run_case(h5ref *r, rmx_backend *be) {
     float *deps = be->alloc(be, count * sizeof(float)), *dx = be->alloc(be, count * sizeof(float));
     float *loss = be->alloc(be, sizeof(float));
 
+    float *style = NULL;
+    uint8_t *keep = NULL;
+    if (hp.style) {
+        size_t scount;
+        float *sh = read_floats(r, "inputs/style", &scount, NULL, NULL);
+        CHECK(scount == count, "%s: style input size %zu", bn, scount);
+        style = backend_input(be, sh, count);
+        free(sh);
+        int32_t *k32 = malloc((size_t)n * sizeof *k32);
+        read_ints(r, "inputs/style_keep", k32, (size_t)n);
+        keep = malloc((size_t)n);
+        int kept = 0;
+        for (int i = 0; i < n; i++) kept += (keep[i] = k32[i] != 0);
+        free(k32);
+        printf("%s: style tokens on, %d of %d styles kept\n", bn, kept, n);
+    }
+
     /* forward and the loss */
     rmx_dit_step_begin(dit);
-    const float *out = rmx_dit_forward(dit, n, x, t, y);
+    const float *out = hp.style ? rmx_dit_forward_style(dit, n, x, t, y, style, keep)
+                                : rmx_dit_forward(dit, n, x, t, y);
     float *out_h = host_copy(be, out, count);
     float *out_ref = read_floats(r, "output", NULL, NULL, NULL);
     double out_err = rel_diff(out_h, out_ref, count);
@@ -306,6 +329,8 @@ static void run_case(h5ref *r, rmx_backend *be) {
     be->free(be, deps);
     be->free(be, dx);
     be->free(be, loss);
+    if (style) be->free(be, style);
+    free(keep);
     rmx_dit_free(dit);
 }
 

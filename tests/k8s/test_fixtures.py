@@ -4,14 +4,15 @@
     test_fixtures.py --crd CRD.yaml --dockerfile Dockerfile [--kubectl PATH]
 
 Each broken-* fixture is a Kustomization that patches ../good (or ../good-diffusion, the
-stage-2 job) and lists, in comment lines "# expect: REGEX", the errors the validator must
-report: every pattern must match a reported error and every reported error must match a
-pattern, so a fixture fails for its own defect and nothing else. A fixture with a comment
-line "# stage1: DIR" (relative to the fixture) is also checked against the stage-1 job of
-DIR, as validate_manifests.py --stage1 does. The good* fixtures must pass. The repository
-checks run against a small stand-in repository made here (configs/vqvae.yaml and
-configs/diffusion.yaml, a CMakeLists.txt that builds remixer-train, scripts/relaunch.sh, the
-real Dockerfile), so the fixtures do not depend on the state of the real tree.
+stage-2 job, or ../good-remix, the stage-3 job) and lists, in comment lines "# expect: REGEX",
+the errors the validator must report: every pattern must match a reported error and every
+reported error must match a pattern, so a fixture fails for its own defect and nothing else.
+A fixture with comment lines "# upstream: DIR" (relative to the fixture, one per earlier
+stage) is also checked against the jobs of those DIRs, as validate_manifests.py --upstream
+does. The good* fixtures must pass. The repository checks run against a small stand-in
+repository made here (configs/vqvae.yaml, configs/diffusion.yaml and configs/remix.yaml, a
+CMakeLists.txt that builds remixer-train, scripts/relaunch.sh, the real Dockerfile), so the
+fixtures do not depend on the state of the real tree.
 
 Last, the comparison of the validator's copy of the trainer's defaults with train/config.c
 and train/checkpoint.c must notice a change: it runs on stand-in sources, unchanged and
@@ -33,7 +34,7 @@ import validate_manifests as vm  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 # Fixtures whose defect is a field name: they must also be caught without the CRD's PodSpec.
-LOOSE_TOO = ("good", "good-diffusion", "broken-misspelled-container-field",
+LOOSE_TOO = ("good", "good-diffusion", "good-remix", "broken-misspelled-container-field",
              "broken-duplicate-container")
 
 
@@ -45,7 +46,10 @@ def make_repo(root, dockerfile):
         f.write("stage: vae\ntrain:\n  steps: 1000\n")
     with open(os.path.join(root, "configs", "diffusion.yaml"), "w", encoding="utf-8") as f:
         f.write("stage: diffusion\nautoencoder:\n  checkpoint: runs/vqvae/ckpt-00001000.h5\n"
-                "train:\n  global_batch: 256\n  micro_batch: 32\n")
+                "train:\n  steps: 2000\n  global_batch: 256\n  micro_batch: 32\n")
+    with open(os.path.join(root, "configs", "remix.yaml"), "w", encoding="utf-8") as f:
+        f.write("stage: remix\ndiffusion:\n  checkpoint: runs/diffusion/ckpt-00002000.h5\n"
+                "train:\n  steps: 500\n  global_batch: 16\n  micro_batch: 4\n")
     with open(os.path.join(root, "train", "CMakeLists.txt"), "w", encoding="utf-8") as f:
         f.write("add_executable(remixer-train train_main.c)\n")
     script = os.path.join(root, "scripts", "relaunch.sh")
@@ -61,14 +65,15 @@ def expectations(fixture_dir):
                 for m in re.finditer(r"^# expect: (.+)$", f.read(), re.M)]
 
 
-def stage1_of(fixture_dir):
-    """The stage-1 target named by a "# stage1: DIR" line, or None."""
+def upstream_of(fixture_dir):
+    """The upstream targets named by "# upstream: DIR" lines (a list, maybe empty)."""
     with open(os.path.join(fixture_dir, "kustomization.yaml"), encoding="utf-8") as f:
-        m = re.search(r"^# stage1: (.+)$", f.read(), re.M)
-    return os.path.normpath(os.path.join(fixture_dir, m.group(1).strip())) if m else None
+        return [os.path.normpath(os.path.join(fixture_dir, m.group(1).strip()))
+                for m in re.finditer(r"^# upstream: (.+)$", f.read(), re.M)]
 
 
-def stand_in_sources(root, micro_batch_default="8", checkpoint_name=vm.CHECKPOINT_NAME_C):
+def stand_in_sources(root, micro_batch_default="8", checkpoint_name=vm.CHECKPOINT_NAME_C,
+                     sections=None):
     """train/config.c and train/checkpoint.c as far as check_trainer_mirror reads them."""
     lines = []
     for key, value in vm.TRAINER_DEFAULTS.items():
@@ -81,7 +86,8 @@ def stand_in_sources(root, micro_batch_default="8", checkpoint_name=vm.CHECKPOIN
             lines.append(f'    NUM("{key}", K_INT, {field}, "{value}", AT_LEAST(1), "doc"),')
         else:
             lines.append(f'    STR("{key}", {field}, "{value}", ANY, "doc"),')
-    sections = ",\n".join(f'    {{"{p}", "{"|".join(s)}"}}' for p, s in vm.STAGE_SECTIONS.items())
+    sections = ",\n".join(f'    {{"{p}", "{"|".join(s)}"}}'
+                           for p, s in (sections or list(vm.STAGE_SECTIONS.items())))
     os.makedirs(os.path.join(root, "train"), exist_ok=True)
     with open(os.path.join(root, "train", "config.c"), "w", encoding="utf-8") as f:
         f.write("static const key_spec SCHEMA[] = {\n" + "\n".join(lines) + "\n};\n"
@@ -98,7 +104,15 @@ def check_mirror():
              ("train.micro_batch default changed", {"micro_batch_default": "16"},
               r"default of train\.micro_batch is '16'"),
              ("checkpoint name changed", {"checkpoint_name": '"%s/ckpt-%06d.h5"'},
-              r"checkpoint names are no longer written as")]
+              r"checkpoint names are no longer written as"),
+             # diffusion. before diffusion.checkpoint: the key would be stage 2's in the C table
+             ("stage sections reordered",
+              {"sections": sorted(vm.STAGE_SECTIONS.items(), key=lambda kv: len(kv[0]))},
+              r"STAGE_SECTIONS is .* \(in this order\)"),
+             ("stage section changed",
+              {"sections": [(p, ("diffusion", "remix") if p == "dit." else s)
+                            for p, s in vm.STAGE_SECTIONS.items()]},
+              r"STAGE_SECTIONS is .*'dit\.': \('diffusion', 'remix'\)")]
     for label, kwargs, pattern in cases:
         with tempfile.TemporaryDirectory() as root:
             stand_in_sources(root, **kwargs)
@@ -156,14 +170,14 @@ def main():
         for name in names:
             target = os.path.join(FIXTURES, name)
             patterns = [] if name.startswith("good") else expectations(target)
-            stage1 = stage1_of(target)
+            upstream = upstream_of(target)
             runs = [("", strict)] + ([(" (loose pod template)", loose)] if name in LOOSE_TOO else [])
             for label, schema in runs:
-                checked = vm.load_stage1(stage1, args.kubectl, repo) if stage1 else None
+                checked = vm.load_upstream(upstream, args.kubectl, repo) if upstream else None
                 errors, _ = vm.validate_target(target, schema, args.kubectl, repo, dockerfile,
                                                checked)
                 if checked is not None and not checked["checked"]:
-                    errors.append(f"(test) no job of {target} was checked against {stage1}")
+                    errors.append(f"(test) no job of {target} was checked against {upstream}")
                 # Drop the "<target>: MPIJob/name: " prefix for matching and printing.
                 errors = [e.split(": ", 2)[-1] if e.startswith(target) else e for e in errors]
                 problems = check(name, errors, patterns)
@@ -175,8 +189,9 @@ def main():
                 else:
                     verdict = ("accepted" if name.startswith("good")
                                else f"rejected ({len(errors)} error(s))")
-                    against = (f", against the stage-1 job of {os.path.basename(stage1)}"
-                               if stage1 else "")
+                    against = (f", against the jobs of "
+                               f"{', '.join(os.path.basename(u) for u in upstream)}"
+                               if upstream else "")
                     print(f"ok   {name}{label}: {verdict}{against}")
     failures += check_mirror()
     print(f"{len(names)} fixtures, {failures} failure(s)")

@@ -46,7 +46,7 @@ if [[ $parent != / ]]; then
 fi
 
 # The tests that read the CRD: every manifest, the curated lists, the broken fixtures, the
-# hand-off from stage 1 to stage 2.
+# hand-offs between the stages (1 -> 2 -> 3).
 regex='^k8s_(manifests_|repo_references|validator_|stage_handoff_)'
 n=$("$ctest" --test-dir "$tmp/build" -N -R "$regex" | sed -n 's/^Total Tests: //p')
 if [[ ${n:-0} -lt 12 ]]; then

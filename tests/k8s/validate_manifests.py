@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Offline validation of Remixer's Kubernetes manifests.
 
-    validate_manifests.py --crd CRD.yaml [--repo ROOT [--dockerfile F] [--stage1 T]]
+    validate_manifests.py --crd CRD.yaml [--repo ROOT [--dockerfile F] [--upstream T]...]
                           [--kubectl PATH] TARGET...
 
 TARGET is a Kustomize directory (rendered with `kubectl kustomize`) or a YAML file. Every
@@ -18,20 +18,24 @@ MPIJob is checked for
              tests/k8s/crd/SOURCE.md);
   project    Remixer's own invariants: the launcher runs scripts/relaunch.sh around mpirun,
              -np = workers x slotsPerWorker, slotsPerWorker = GPUs per worker, data, run and
-             autoencoder checkpoint paths (--set) on the shared volume, non-root pods, a
+             upstream checkpoint paths (--set) on the shared volume, non-root pods, a
              grace period long enough to write a checkpoint, /dev/shm for NCCL;
   repo       (with --repo) that the config files, scripts and programs the manifests name
              exist in the repository (programs: an add_executable() in a CMakeLists.txt),
              that the manifests agree with the Dockerfile (user id, home, SSH port), and the
              job's effective configuration (the trainer's defaults, the config file, the
              --set overrides): the global batch divides over -np x micro-batch, no --set key
-             belongs to another stage's section, the files the trainer reads (data,
-             autoencoder.checkpoint of stage 2) are on the shared volume. It also compares
-             the validator's copy of the trainer's defaults with train/config.c;
-  handoff    (with --repo --stage1 TARGET) that every job of a stage trained over a frozen
-             autoencoder (diffusion, remix) reads the final checkpoint that the stage-1 job
-             of TARGET writes: its checkpoint folder + ckpt-<train.steps>.h5, on the same
-             claim; and that it has a name and a checkpoint folder of its own.
+             belongs to another stage's section, the files the trainer reads (data, and the
+             checkpoint a later stage starts from: autoencoder.checkpoint of stage 2,
+             diffusion.checkpoint of stage 3) are on the shared volume. It also compares
+             the validator's copies of the trainer's defaults and stage sections with
+             train/config.c;
+  handoff    (with --repo --upstream TARGET..., one per earlier stage) that every job of a
+             stage that starts from an earlier stage's checkpoint (HANDOFFS: diffusion reads
+             autoencoder.checkpoint from the vae job, remix reads diffusion.checkpoint from
+             the diffusion job) names the final checkpoint that the upstream job of that
+             stage writes: its checkpoint folder + ckpt-<train.steps>.h5, on the same claim;
+             and that it has a name and a checkpoint folder apart from every upstream job's.
 
 PersistentVolumeClaims and Pods are checked against the curated type lists only.
 Exit status: 0 when everything passes, 1 when anything fails, 2 on a usage error.
@@ -199,33 +203,38 @@ TRAINER = "remixer-train"
 IMAGE_ROOT = "/opt/remixer"  # where the Dockerfile puts configs/ and scripts/
 MIN_GRACE_SECONDS = 120      # a checkpoint write must fit into the termination grace period
 SET_KEYS_ON_VOLUME = ("data.train", "data.val", "run.dir", "checkpoint.dir",
-                      "autoencoder.checkpoint")
+                      "autoencoder.checkpoint", "diffusion.checkpoint")
 LAUNCHER_CONTAINER = "spec.mpiReplicaSpecs.Launcher.template.spec.containers[0]"
 
 # What the repository checks know of remixer-train's configuration (train/config.c) and of
-# its checkpoint names (train/checkpoint.c): the defaults of the keys they read, the config
-# sections that belong to some stages only (setting one under another stage is an error), the
-# stage that trains the autoencoder and the stages that train over a frozen copy of it, read
-# from a stage-1 checkpoint (autoencoder.checkpoint). With --repo these copies are compared
-# with the C sources (check_trainer_mirror), so they cannot drift unnoticed.
+# its checkpoint names (train/checkpoint.c): the defaults of the keys they read, and the config
+# sections that belong to some stages only (setting one under another stage is an error). With
+# --repo these copies are compared with the C sources (check_trainer_mirror), so they cannot
+# drift unnoticed. HANDOFFS: the stages that start from the final checkpoint of an earlier
+# stage's job, the key that names that checkpoint and the stage that writes it.
 TRAINER_CONFIG_SOURCE = "train/config.c"
 TRAINER_CHECKPOINT_SOURCE = "train/checkpoint.c"
 TRAINER_DEFAULTS = {
     "stage": "vae", "run.dir": "runs/default", "checkpoint.dir": "", "data.train": "",
-    "data.val": "", "autoencoder.checkpoint": "", "train.steps": "100000",
+    "data.val": "", "autoencoder.checkpoint": "", "diffusion.checkpoint": "",
+    "train.steps": "100000",
     "train.global_batch": "64", "train.micro_batch": "8",
 }
-STAGE_SECTIONS = {
-    "model.": ("vae",), "autoencoder.": ("diffusion", "remix"),
-    "dit.": ("diffusion", "remix"), "diffusion.": ("diffusion", "remix"),
+STAGE_SECTIONS = {  # in the C table's order: the first matching prefix counts
+    "model.": ("vae",), "autoencoder.": ("diffusion",), "dit.": ("diffusion",),
+    "diffusion.checkpoint": ("remix",), "diffusion.": ("diffusion",), "remix.": ("remix",),
 }
-STAGE1 = "vae"
-STAGES_OVER_AUTOENCODER = ("diffusion", "remix")
+STAGE_NUMBERS = {"vae": 1, "diffusion": 2, "remix": 3}   # (for messages: "the stage-1 job")
+HANDOFFS = {  # stage: (the --set key naming the checkpoint it starts from, the stage writing it)
+    "diffusion": ("autoencoder.checkpoint", "vae"),   # frozen autoencoder
+    "remix": ("diffusion.checkpoint", "diffusion"),   # transformer, autoencoder, schedule
+}
 CHECKPOINT_NAME = "ckpt-{step:08d}.h5"            # in checkpoint.dir, or run.dir
 CHECKPOINT_NAME_C = '"%s/ckpt-%08" PRId64 ".h5"'  # how train/checkpoint.c writes it
-# Keys whose files the trainer reads: a value that comes from the config file (relative to
-# the image's working directory) instead of a --set onto the volume finds nothing there.
-KEYS_READ_FROM_VOLUME = ("data.train", "data.val", "autoencoder.checkpoint")
+# Keys whose files the trainer reads (besides the stage's HANDOFFS key): a value that comes
+# from the config file (relative to the image's working directory) instead of a --set onto the
+# volume finds nothing there.
+KEYS_READ_FROM_VOLUME = ("data.train", "data.val")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 # mpirun (Open MPI 4) options that take arguments, and how many; others are flags.
@@ -799,7 +808,7 @@ def check_repo_refs(job, cmd, repo, dockerfile, where, report):
 
 
 # ----------------------------------------------------------------------------------------
-# The trainer's effective configuration, and the hand-off from stage 1 to stage 2
+# The trainer's effective configuration, and the hand-offs between stages (HANDOFFS)
 # ----------------------------------------------------------------------------------------
 def flatten(tree, prefix=""):
     """A config file's nested mappings as dotted keys ("train.steps": 100000)."""
@@ -883,11 +892,11 @@ def check_trainer_config(info, where, report):
     for key, (value, origin) in values.items():
         if origin != "--set":
             continue
-        for prefix, stages in STAGE_SECTIONS.items():
-            if key.startswith(prefix) and stage not in stages:
-                report.add(where, f"{base}: --set {key}={value} belongs to stage "
-                                  f"{'|'.join(stages)}, but the job's stage is {stage} "
-                                  f"({values['stage'][1]}); remixer-train would exit 2")
+        stages = next((st for prefix, st in STAGE_SECTIONS.items() if key.startswith(prefix)), None)
+        if stages is not None and stage not in stages:
+            report.add(where, f"{base}: --set {key}={value} belongs to stage "
+                              f"{'|'.join(stages)}, but the job's stage is {stage} "
+                              f"({values['stage'][1]}); remixer-train would exit 2")
     world = info["np"]
     batch, micro = config_int(info, "train.global_batch"), config_int(info, "train.micro_batch")
     if world and batch and micro and batch % (world * micro) != 0:
@@ -901,14 +910,13 @@ def check_trainer_config(info, where, report):
                           f"({values['train.micro_batch'][1]}) = {world * micro}: remixer-train "
                           f"would exit 2{hint}")
     mounts = ", ".join(pvc_mounts(info["worker"])) or "none"
-    for key in KEYS_READ_FROM_VOLUME:
+    handoff = HANDOFFS.get(stage)
+    for key in KEYS_READ_FROM_VOLUME + ((handoff[0],) if handoff else ()):
         value, origin = values.get(key, ("", ""))
-        if key == "autoencoder.checkpoint" and stage not in STAGES_OVER_AUTOENCODER:
-            continue
-        if not value and key == "autoencoder.checkpoint":
-            report.add(where, f"{base}: stage {stage} trains over a stage-1 autoencoder: "
-                              "--set autoencoder.checkpoint to the stage-1 job's final "
-                              "checkpoint on the shared volume")
+        if not value and handoff and key == handoff[0]:
+            report.add(where, f"{base}: stage {stage} starts from the final checkpoint of a "
+                              f"stage-{STAGE_NUMBERS[handoff[1]]} ({handoff[1]}) job: --set "
+                              f"{key} to that job's final checkpoint on the shared volume")
         elif value and origin != "--set" and volume_location(value, info["worker"]) is None:
             # (--set values are checked by the project rules, with or without --repo)
             report.add(where, f"{base}: {key} {value} (from {origin}) is not on the shared "
@@ -916,69 +924,82 @@ def check_trainer_config(info, where, report):
                               "on it>")
 
 
-def load_stage1(target, kubectl, repo):
-    """The stage-1 jobs of a target, for check_handoff: a dict with the target, the jobs'
-    infos, an error (or None) and the number of later-stage jobs checked against them."""
-    stage1 = {"target": target, "jobs": [], "error": None, "checked": 0}
-    try:
-        docs = render(target, kubectl)
-    except (RuntimeError, OSError, yaml.YAMLError) as exc:
-        stage1["error"] = str(exc)
-        return stage1
-    jobs = []
-    for doc in docs:
-        if not isinstance(doc, dict) or doc.get("kind") != "MPIJob":
+def load_upstream(targets, kubectl, repo):
+    """The jobs of the upstream targets (the earlier stages' kustomizations), for
+    check_handoff: a dict with the targets, the jobs' infos, the errors met while reading them
+    and the number of later-stage jobs checked against them."""
+    upstream = {"targets": list(targets), "jobs": [], "errors": [], "checked": 0}
+    for target in upstream["targets"]:
+        try:
+            docs = render(target, kubectl)
+        except (RuntimeError, OSError, yaml.YAMLError) as exc:
+            upstream["errors"].append(f"--upstream {target}: {exc}")
             continue
-        containers = pod_spec_of(doc, "Launcher").get("containers") or []
-        cmd, _ = parse_launcher_command(containers[0]) if containers else (None, None)
-        info, err = job_config(doc, cmd, repo) if cmd else (None, None)
-        if err:
-            stage1["error"] = err
-            return stage1
-        if info is not None and info["stage"] == STAGE1:
-            jobs.append(info)
-    stage1["jobs"] = jobs
-    return stage1
+        for doc in docs:
+            if not isinstance(doc, dict) or doc.get("kind") != "MPIJob":
+                continue
+            containers = pod_spec_of(doc, "Launcher").get("containers") or []
+            cmd, _ = parse_launcher_command(containers[0]) if containers else (None, None)
+            info, err = job_config(doc, cmd, repo) if cmd else (None, None)
+            if err:
+                upstream["errors"].append(f"--upstream {target}: {err}")
+            elif info is not None:
+                info["target"] = target
+                upstream["jobs"].append(info)
+    return upstream
 
 
-def check_handoff(info, stage1, where, report):
-    """A job of a later stage reads the final checkpoint that the stage-1 job writes, on the
-    same volume, and keeps its own name and checkpoint folder."""
-    if info["stage"] not in STAGES_OVER_AUTOENCODER:
+def job_label(job):
+    stage = job["stage"]
+    return f"the stage-{STAGE_NUMBERS.get(stage, '?')} job {job['name']} ({job['target']})"
+
+
+def check_handoff(info, upstream, where, report):
+    """A job of a stage in HANDOFFS names, with the stage's key, the final checkpoint that the
+    upstream job of the stage it starts from writes (its checkpoint folder +
+    ckpt-<train.steps>.h5, on the same claim); and keeps a name and a checkpoint folder of its
+    own, apart from every upstream job's."""
+    handoff = HANDOFFS.get(info["stage"])
+    if handoff is None:
         return
-    stage1["checked"] += 1
-    target, jobs, err = stage1["target"], stage1["jobs"], stage1["error"]
-    if err:
-        report.add(where, f"--stage1 {target}: {err}")
+    key, source_stage = handoff
+    upstream["checked"] += 1
+    for err in upstream["errors"]:
+        report.add(where, err)
+    if upstream["errors"]:
         return
-    if len(jobs) != 1:
-        report.add(where, f"--stage1 {target}: expected one MPIJob of stage {STAGE1}, "
-                          f"found {len(jobs)}")
+    own_dir = checkpoint_dir(info)
+    own_at = volume_location(own_dir, info["worker"])
+    for job in upstream["jobs"]:
+        if job["name"] == info["name"]:
+            report.add(where, f"metadata.name: {info['name']} is also the name of "
+                              f"{job_label(job)}; applying one would replace the other")
+        if own_at is not None and own_at == volume_location(checkpoint_dir(job), job["worker"]):
+            report.add(where, f"{LAUNCHER_CONTAINER}: the checkpoint folder {own_dir} is also "
+                              f"that of {job_label(job)}: checkpoint.resume=auto would find the "
+                              f"stage-{STAGE_NUMBERS.get(job['stage'], '?')} checkpoints there "
+                              "(and checkpoint.keep delete them); give each stage its own run.dir")
+    sources = [j for j in upstream["jobs"] if j["stage"] == source_stage]
+    if len(sources) != 1:
+        report.add(where, f"--upstream {' '.join(upstream['targets'])}: stage {info['stage']} "
+                          f"reads {key} from a stage-{STAGE_NUMBERS[source_stage]} job: "
+                          f"expected one MPIJob of stage {source_stage}, found {len(sources)}")
         return
-    first = jobs[0]
-    label = f"the stage-1 job {first['name']} ({target})"
-    if first["name"] == info["name"]:
-        report.add(where, f"metadata.name: {info['name']} is also the name of {label}; "
-                          "applying one would replace the other")
-    steps = config_int(first, "train.steps")
-    first_dir = checkpoint_dir(first)
-    final = posixpath.join(first_dir, CHECKPOINT_NAME.format(step=steps or 0))
-    final_at = volume_location(final, first["worker"])
+    source = sources[0]
+    steps = config_int(source, "train.steps")
+    source_dir = checkpoint_dir(source)
+    final = posixpath.join(source_dir, CHECKPOINT_NAME.format(step=steps or 0))
+    final_at = volume_location(final, source["worker"])
     if final_at is None:
-        report.add(where, f"{label} writes its checkpoints to {first_dir}, which is not on a "
-                          "shared volume: a later stage cannot read them")
+        report.add(where, f"{job_label(source)} writes its checkpoints to {source_dir}, which "
+                          "is not on a shared volume: a later stage cannot read them")
         return
-    value = info["values"]["autoencoder.checkpoint"][0]
+    value = info["values"][key][0]
     at = volume_location(value, info["worker"])
     if at is not None and at != final_at:
-        report.add(where, f"{LAUNCHER_CONTAINER}: autoencoder.checkpoint={value} is not the final "
-                          f"checkpoint of {label}: {final} on claim {final_at[0]} (its "
+        report.add(where, f"{LAUNCHER_CONTAINER}: {key}={value} is not the final checkpoint of "
+                          f"{job_label(source)}: {final} on claim {final_at[0]} (its "
                           f"checkpoint folder + ckpt-<train.steps>.h5, train.steps {steps})")
-    own = volume_location(checkpoint_dir(info), info["worker"])
-    if own is not None and own == volume_location(first_dir, first["worker"]):
-        report.add(where, f"{LAUNCHER_CONTAINER}: the checkpoint folder {checkpoint_dir(info)} is "
-                          f"also that of {label}: checkpoint.resume=auto would find the "
-                          "stage-1 checkpoints there; give each stage its own run.dir")
 
 
 def check_trainer_mirror(repo):
@@ -1003,9 +1024,10 @@ def check_trainer_mirror(repo):
         block = re.search(r"STAGE_SECTIONS\[\]\s*=\s*\{(.*?)\};", text, re.S)
         pairs = re.findall(r'\{\s*"([\w.]+)"\s*,\s*"([\w|]+)"\s*\}', block.group(1)) if block else []
         found = {prefix: tuple(stages.split("|")) for prefix, stages in pairs}
-        if found != STAGE_SECTIONS:
+        # (in order: the first matching prefix counts, so a reordered table is another table)
+        if list(found.items()) != list(STAGE_SECTIONS.items()):
             problems.append(f"{TRAINER_CONFIG_SOURCE}: STAGE_SECTIONS is {found or 'not found'}, "
-                            f"validate_manifests.py's is {STAGE_SECTIONS}")
+                            f"validate_manifests.py's is {STAGE_SECTIONS} (in this order)")
     checkpoint_c = os.path.join(repo, TRAINER_CHECKPOINT_SOURCE)
     if os.path.isfile(checkpoint_c):
         with open(checkpoint_c, encoding="utf-8", errors="replace") as f:
@@ -1019,10 +1041,10 @@ def check_trainer_mirror(repo):
 # ----------------------------------------------------------------------------------------
 # Driver
 # ----------------------------------------------------------------------------------------
-def validate_documents(docs, source, schema, repo=None, dockerfile=None, stage1=None):
+def validate_documents(docs, source, schema, repo=None, dockerfile=None, upstream=None):
     """Validates the documents of one target; returns the list of error messages and the
-    number of MPIJobs. stage1 (from load_stage1, needs repo): the stage-1 jobs that jobs of
-    a later stage take their autoencoder from."""
+    number of MPIJobs. upstream (from load_upstream, needs repo): the jobs of earlier stages
+    whose final checkpoints the jobs of later stages (HANDOFFS) start from."""
     report = Report()
     claims = {}
     for doc in docs:
@@ -1052,8 +1074,8 @@ def validate_documents(docs, source, schema, repo=None, dockerfile=None, stage1=
                     report.add(where, f"{LAUNCHER_CONTAINER}: {err}")
                 if info is not None:
                     check_trainer_config(info, where, report)
-                    if stage1 is not None:
-                        check_handoff(info, stage1, where, report)
+                    if upstream is not None:
+                        check_handoff(info, upstream, where, report)
         elif kind == "PersistentVolumeClaim":
             walk_curated(doc, "PersistentVolumeClaim", "", where, report)
         elif kind == "Pod":
@@ -1064,16 +1086,16 @@ def validate_documents(docs, source, schema, repo=None, dockerfile=None, stage1=
 
 
 def validate_target(target, schema, kubectl="kubectl", repo=None, dockerfile=None,
-                    stage1=None):
-    """stage1: a stage-1 target (path) or load_stage1's answer for one (to count across
-    targets how many later-stage jobs were checked against it)."""
+                    upstream=None):
+    """upstream: the upstream targets (a list of paths) or load_upstream's answer for them
+    (to count across targets how many later-stage jobs were checked against them)."""
     try:
         docs = render(target, kubectl)
     except (RuntimeError, OSError, yaml.YAMLError) as exc:
         return [f"{target}: {exc}"], 0
-    if isinstance(stage1, str):
-        stage1 = load_stage1(stage1, kubectl, repo) if repo else None
-    return validate_documents(docs, target, schema, repo, dockerfile, stage1)
+    if isinstance(upstream, (list, tuple)):
+        upstream = load_upstream(upstream, kubectl, repo) if repo else None
+    return validate_documents(docs, target, schema, repo, dockerfile, upstream)
 
 
 def main(argv=None):
@@ -1083,9 +1105,12 @@ def main(argv=None):
     parser.add_argument("--kubectl", default="kubectl")
     parser.add_argument("--repo", help="repository root: check the files and programs named")
     parser.add_argument("--dockerfile", help="with --repo: check agreement with this Dockerfile")
-    parser.add_argument("--stage1", metavar="TARGET",
-                        help="with --repo: the kustomization of the stage-1 job; every job of "
-                             "a later stage must read its final checkpoint")
+    parser.add_argument("--upstream", "--stage1", metavar="TARGET", action="append",
+                        help="with --repo, repeatable: the kustomization of an earlier stage's "
+                             "job; every target job of a later stage must start from the final "
+                             "checkpoint of the upstream job of the stage it reads, and differ "
+                             "from every upstream job in name and checkpoint folder "
+                             "(--stage1: the older name)")
     parser.add_argument("--loose-pod-template", action="store_true",
                         help="validate against a copy of the schema without the embedded "
                              "PodSpec (field names then come from the curated lists)")
@@ -1105,18 +1130,18 @@ def main(argv=None):
     if args.loose_pod_template:
         schema = strip_pod_template_schema(schema)
 
-    if args.stage1 and not args.repo:
-        parser.error("--stage1 needs --repo (the config files say where checkpoints go)")
+    if args.upstream and not args.repo:
+        parser.error("--upstream needs --repo (the config files say where checkpoints go)")
 
     failed = False
     if args.repo:
         for problem in check_trainer_mirror(args.repo):
             print(f"ERROR {problem}")
             failed = True
-    stage1 = load_stage1(args.stage1, args.kubectl, args.repo) if args.stage1 else None
+    upstream = load_upstream(args.upstream, args.kubectl, args.repo) if args.upstream else None
     for target in args.targets:
         errors, jobs = validate_target(target, schema, args.kubectl, args.repo, args.dockerfile,
-                                       stage1)
+                                       upstream)
         for e in errors:
             print(f"ERROR {e}")
         if errors:
@@ -1124,14 +1149,16 @@ def main(argv=None):
             print(f"FAIL {target}: {len(errors)} error(s)")
         else:
             print(f"OK   {target}: {jobs} MPIJob(s) valid")
-    if stage1 is not None:
-        if not stage1["checked"]:
-            print(f"ERROR --stage1 {args.stage1}: no target has a job of stage "
-                  f"{'|'.join(STAGES_OVER_AUTOENCODER)} to check against it")
+    if upstream is not None:
+        shown = " ".join(args.upstream)
+        if not upstream["checked"]:
+            print(f"ERROR --upstream {shown}: no target has a job of stage "
+                  f"{'|'.join(HANDOFFS)} to check against it")
             failed = True
         elif not failed:
-            print(f"OK   {stage1['checked']} later-stage job(s) read the final checkpoint of "
-                  f"{', '.join(j['name'] for j in stage1['jobs'])} ({args.stage1})")
+            print(f"OK   {upstream['checked']} later-stage job(s) start from the final checkpoint "
+                  f"of an upstream job and differ from "
+                  f"{', '.join(j['name'] for j in upstream['jobs'])} ({shown})")
     return 1 if failed else 0
 
 

@@ -48,7 +48,12 @@ int main(void) {
               "linear_fwd NULL: \"backend ref lacks linear_fwd\"");
     kt_expect(refused_with(cpu, offsetof(rmx_backend, alloc), "alloc"), "alloc NULL: \"backend cpu lacks alloc\"");
     kt_expect(refused_with(cpu, offsetof(rmx_backend, ema_update), "ema_update"),
-              "ema_update NULL (the last op): \"backend cpu lacks ema_update\"");
+              "ema_update NULL: \"backend cpu lacks ema_update\"");
+    kt_expect(refused_with(cpu, offsetof(rmx_backend, gram_fwd), "gram_fwd") &&
+                  refused_with(ref, offsetof(rmx_backend, gram_bwd), "gram_bwd"),
+              "gram_fwd / gram_bwd NULL: \"backend cpu lacks gram_fwd\", \"backend ref lacks gram_bwd\"");
+    kt_expect(refused_with(cpu, offsetof(rmx_backend, tv_loss), "tv_loss"),
+              "tv_loss NULL (the last op): \"backend cpu lacks tv_loss\"");
     char small[8];
     rmx_backend copy = *ref;
     copy.conv2d_fwd = NULL;

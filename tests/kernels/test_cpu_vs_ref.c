@@ -4,7 +4,8 @@
  * Tolerances are relative to the largest magnitude of the reference output:
  *   convolutions 2e-5 (float GEMM over K <= 1152 terms vs the reference's double sums),
  *   GroupNorm 2e-5, reductions 1e-6, everything element-wise 1e-6 (same arithmetic: exact in
- *   practice), quantisation exact. */
+ *   practice), quantisation exact; the remix losses: Gram matrices 2e-5 (float GEMM), the total
+ *   variation's value 1e-6 and its gradient exact (elementwise.h on both sides). */
 #include "ktest.h"
 #include "kernels/cpu/cpu.h"
 #include "kernels/elementwise.h"
@@ -616,6 +617,60 @@ static void test_transformer(void) {
     misc_case(8, 70000);
 }
 
+/* ---- remix (stage 3) losses ---- */
+
+/* Gram matrices: g written (garbage first), df accumulated onto known values. */
+static void gram_case(int n, int c, int hw) {
+    size_t nf = (size_t)n * c * hw, ng = (size_t)n * c * c;
+    float scale = 1.0f / ((float)c * (float)hw);
+    float *f = kt_rand(nf, -1, 1), *dg = kt_rand(ng, -1, 1);
+    float *g1 = kt_alloc(ng), *g2 = kt_rand(ng, 5, 6), *df1 = kt_rand(nf, -1, 1), *df2 = kt_copy(df1, nf);
+    ref->gram_fwd(ref, n, c, hw, scale, f, g1);
+    cpu->gram_fwd(cpu, n, c, hw, scale, f, g2);
+    ref->gram_bwd(ref, n, c, hw, scale, f, dg, df1);
+    cpu->gram_bwd(cpu, n, c, hw, scale, f, dg, df2);
+    char what[200];
+    snprintf(what, sizeof what, "gram n%d c%d hw%d fwd (written)", n, c, hw);
+    kt_report(what, kt_rel_err(g2, g1, ng), TOL_GEMM);
+    snprintf(what, sizeof what, "gram n%d c%d hw%d bwd df (+=)", n, c, hw);
+    kt_report(what, kt_rel_err(df2, df1, nf), TOL_GEMM);
+    free(f), free(dg), free(g1), free(g2), free(df1), free(df2);
+}
+
+/* Total variation: the value added to the scalar, dx accumulated onto known values (the same
+ * per-element arithmetic of elementwise.h: exact), and the value alone with dx NULL. */
+static void tv_case(int n, int c, int h, int w) {
+    size_t nx = (size_t)n * c * h * w;
+    float *x = kt_rand(nx, -2, 2), *dx1 = kt_rand(nx, -1, 1), *dx2 = kt_copy(dx1, nx);
+    float l1 = 0.5f, l2 = 0.5f, l3 = 0.5f;
+    ref->tv_loss(ref, n, c, h, w, x, 0.3f, &l1, dx1);
+    cpu->tv_loss(cpu, n, c, h, w, x, 0.3f, &l2, dx2);
+    cpu->tv_loss(cpu, n, c, h, w, x, 0.3f, &l3, NULL);
+    char what[200];
+    snprintf(what, sizeof what, "tv_loss n%d c%d %dx%d value (+=)", n, c, h, w);
+    kt_report(what, fabs((double)l1 - l2) / fabs((double)l1), TOL_RED);
+    snprintf(what, sizeof what, "tv_loss n%d c%d %dx%d dx (+=, exact)", n, c, h, w);
+    kt_report(what, kt_rel_err(dx2, dx1, nx), 0.0);
+    snprintf(what, sizeof what, "tv_loss n%d c%d %dx%d dx NULL: the same value", n, c, h, w);
+    kt_expect(l3 == l2, what);
+    free(x), free(dx1), free(dx2);
+}
+
+static void test_remix(void) {
+    gram_case(2, 3, 7);        /* odd sizes */
+    gram_case(1, 1, 5);        /* one channel */
+    gram_case(3, 64, 300);     /* several row blocks a sample */
+    gram_case(2, 130, 50);     /* rows past the micro-kernel's tiles */
+    gram_case(1, 32, 32768);   /* the bench's first level: 32 channels x 128 x 256 */
+    gram_case(2, 16, 1000);    /* several column blocks of df */
+    tv_case(2, 3, 7, 5);
+    tv_case(1, 1, 1, 9);       /* h == 1: no frequency term */
+    tv_case(2, 2, 6, 1);       /* w == 1: no time term */
+    tv_case(1, 1, 1, 1);       /* neither: value 0, dx unchanged */
+    tv_case(3, 8, 33, 17);
+    tv_case(4, 1, 128, 256);   /* a mel batch: several reduction blocks, crossing planes */
+}
+
 int main(void) {
     ref = rmx_backend_ref_create();
     cpu = rmx_backend_cpu_create(2);
@@ -639,6 +694,7 @@ int main(void) {
     test_adamw(200003);
     test_randn();
     test_transformer();
+    test_remix();
     ref->destroy(ref);
     cpu->destroy(cpu);
     return kt_finish("kernels_cpu_vs_ref");

@@ -91,6 +91,38 @@ static void transformer_determinism(rmx_backend **bes) {
     free(idx), free(edy);
 }
 
+/* The remix losses at 1, 2 and 3 threads: Gram forward (row blocks of several samples), backward
+ * (column blocks of df, accumulated onto known values), and the total variation's value and
+ * gradient (a fixed-order sum over several blocks, crossing planes). */
+static void remix_determinism(rmx_backend **bes) {
+    int n = 2, c = 64, hw = 5000;
+    size_t nf = (size_t)n * c * hw, ng = (size_t)n * c * c;
+    float *f = kt_rand(nf, -1, 1), *dg = kt_rand(ng, -1, 1), *df0 = kt_rand(nf, -1, 1), *g[3], *df[3];
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        g[i] = kt_alloc(ng), df[i] = kt_copy(df0, nf);
+        bes[i]->gram_fwd(bes[i], n, c, hw, 1.0f / (c * hw), f, g[i]);
+        bes[i]->gram_bwd(bes[i], n, c, hw, 1.0f / (c * hw), f, dg, df[i]);
+        if (i) ok = ok && bits_equal(g[0], g[i], ng) && bits_equal(df[0], df[i], nf);
+    }
+    kt_expect(ok, "gram fwd and bwd (2 x 64 x 5000) bit-identical for 1, 2, 3 threads");
+    for (int i = 0; i < 3; i++) free(g[i]), free(df[i]);
+    free(f), free(dg), free(df0);
+
+    int tn = 4, tc = 2, th = 128, tw = 257;
+    size_t nx = (size_t)tn * tc * th * tw;
+    float *x = kt_rand(nx, -2, 2), *dx0 = kt_rand(nx, -1, 1), *dx[3], loss[3];
+    ok = 1;
+    for (int i = 0; i < 3; i++) {
+        dx[i] = kt_copy(dx0, nx), loss[i] = 0.5f;
+        bes[i]->tv_loss(bes[i], tn, tc, th, tw, x, 0.01f, &loss[i], dx[i]);
+        if (i) ok = ok && !memcmp(&loss[0], &loss[i], sizeof(float)) && bits_equal(dx[0], dx[i], nx);
+    }
+    kt_expect(ok, "tv_loss value and dx (4 x 2 x 128 x 257) bit-identical for 1, 2, 3 threads");
+    for (int i = 0; i < 3; i++) free(dx[i]);
+    free(x), free(dx0);
+}
+
 int main(void) {
     rmx_backend *one = rmx_backend_cpu_create(1), *two = rmx_backend_cpu_create(2), *three = rmx_backend_cpu_create(3);
     rmx_backend *bes[3] = {one, two, three};
@@ -158,6 +190,7 @@ int main(void) {
               "conv2d fwd and bwd repeat bit for bit (2 threads)");
 
     transformer_determinism(bes);
+    remix_determinism(bes);
 
     for (int i = 0; i < 3; i++) {
         free(dx[i]), free(dm[i]), free(gy[i]), free(gdx[i]), free(mean[i]), free(rstd[i]), free(dgam[i]), free(dbet[i]);

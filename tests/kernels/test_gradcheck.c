@@ -14,7 +14,12 @@
  *
  * The transformer ops (linear, layernorm, gelu, modulate, gated_add, attention, embedding) are
  * checked the same way, with the adaLN column blocks at an offset and a leading dimension wider
- * than d; patchify and unpatchify, permutations, are checked as each other's inverse and adjoint. */
+ * than d; patchify and unpatchify, permutations, are checked as each other's inverse and adjoint.
+ *
+ * The remix losses: gram_bwd through a random linear functional of g (L = sum g r) and tv_loss
+ * through its value, both quadratic, so differenced with a large step (exact for a quadratic);
+ * the Gram forward and the TV value also against their definitions in double (the TV value per
+ * sample, as the spec states it), including h == 1 and w == 1. */
 #include "ktest.h"
 
 static rmx_backend *ref;
@@ -611,6 +616,130 @@ static void check_transformer(rmx_backend *be) {
     patch_check(be, 1, 2, 6, 3, 3);
 }
 
+/* ---- remix (stage 3) losses ---- */
+
+/* Both are quadratic in their input, so central differences are exact for any step: a large one
+ * (0.25) keeps the float rounding of the value small next to the difference. */
+#define REMIX_FD_STEP 0.25f
+
+typedef struct {
+    int n, c, hw, h, w;
+    float scale;
+    float *f, *g, *r;
+} remix_ctx;
+
+/* L = sum g r: a random linear functional of the Gram matrices. */
+static double gram_eval(void *vc) {
+    remix_ctx *c = vc;
+    ref->gram_fwd(ref, c->n, c->c, c->hw, c->scale, c->f, c->g);
+    return proj(c->g, c->r, (size_t)c->n * c->c * c->c);
+}
+
+static void gram_check(rmx_backend *be, int n, int ch, int hw) {
+    size_t nf = (size_t)n * ch * hw, ng = (size_t)n * ch * ch;
+    remix_ctx c = {n, ch, hw, 0, 0, 1.0f / ((float)ch * (float)hw), kt_rand(nf, -1, 1), kt_alloc(ng),
+                   kt_rand(ng, -1, 1)};
+    double *g = dalloc(nf);
+    fd_grad(gram_eval, &c, c.f, nf, REMIX_FD_STEP, g);
+    float *df0 = kt_rand(nf, -1, 1), *df = kt_copy(df0, nf), *inc = kt_alloc(nf);
+    be->gram_bwd(be, n, ch, hw, c.scale, c.f, c.r, df);
+    for (size_t i = 0; i < nf; i++) inc[i] = df[i] - df0[i];
+    char what[160], line[260];
+    snprintf(what, sizeof what, "%s gram n%d c%d hw%d", be->name, n, ch, hw);
+    snprintf(line, sizeof line, "%s df (+=) through sum g r", what);
+    kt_report(line, kt_rel_err_d(inc, g, nf), 5e-4);
+
+    /* the forward from its definition, in double: g written over garbage */
+    float *gg = kt_rand(ng, 7, 8);
+    be->gram_fwd(be, n, ch, hw, c.scale, c.f, gg);
+    double *want = dalloc(ng);
+    for (int b = 0; b < n; b++)
+        for (int i = 0; i < ch; i++)
+            for (int j = 0; j < ch; j++) {
+                double acc = 0.0;
+                for (int k = 0; k < hw; k++)
+                    acc += (double)c.f[((size_t)b * ch + i) * hw + k] * c.f[((size_t)b * ch + j) * hw + k];
+                want[((size_t)b * ch + i) * ch + j] = acc / ((double)ch * hw);
+            }
+    snprintf(line, sizeof line, "%s g = F F^T / (c hw) (written)", what);
+    kt_report(line, kt_rel_err_d(gg, want, ng), 2e-5);
+
+    /* a second call adds the same gradient again */
+    float *df1 = kt_copy(df, nf);
+    be->gram_bwd(be, n, ch, hw, c.scale, c.f, c.r, df);
+    for (size_t i = 0; i < nf; i++) inc[i] = df[i] - df1[i], df1[i] -= df0[i];
+    snprintf(line, sizeof line, "%s: 2 calls = 2x the increment of df", what);
+    kt_report(line, kt_rel_err(inc, df1, nf), 1e-5);
+    free(c.f), free(c.g), free(c.r), free(g), free(df0), free(df), free(inc), free(gg), free(want), free(df1);
+}
+
+/* The value straight from the spec, per sample, in double. */
+static double tv_want(int n, int ch, int h, int w, const float *x) {
+    double v = 0.0;
+    for (int b = 0; b < n; b++) {
+        double sh = 0.0, sw = 0.0;
+        for (int k = 0; k < ch; k++)
+            for (int i = 0; i < h; i++)
+                for (int j = 0; j < w; j++) {
+                    const float *p = x + (((size_t)b * ch + k) * h + i) * w + j;
+                    if (i + 1 < h) sh += ((double)p[w] - p[0]) * ((double)p[w] - p[0]);
+                    if (j + 1 < w) sw += ((double)p[1] - p[0]) * ((double)p[1] - p[0]);
+                }
+        if (h > 1) v += sh / ((double)ch * (h - 1) * w);
+        if (w > 1) v += sw / ((double)ch * h * (w - 1));
+    }
+    return v;
+}
+
+static double tv_eval(void *vc) {
+    remix_ctx *c = vc;
+    float loss = 0.0f;
+    ref->tv_loss(ref, c->n, c->c, c->h, c->w, c->f, c->scale, &loss, NULL);
+    return loss;
+}
+
+static void tv_check(rmx_backend *be, int n, int ch, int h, int w) {
+    size_t nx = (size_t)n * ch * h * w;
+    remix_ctx c = {n, ch, 0, h, w, 0.7f, kt_rand(nx, -1, 1), NULL, NULL};
+    double *g = dalloc(nx);
+    fd_grad(tv_eval, &c, c.f, nx, REMIX_FD_STEP, g);
+    float *dx0 = kt_rand(nx, -1, 1), *dx = kt_copy(dx0, nx), *inc = kt_alloc(nx), loss = 0.25f;
+    be->tv_loss(be, n, ch, h, w, c.f, c.scale, &loss, dx);
+    for (size_t i = 0; i < nx; i++) inc[i] = dx[i] - dx0[i];
+    char what[160], line[260];
+    snprintf(what, sizeof what, "%s tv_loss n%d c%d %dx%d", be->name, n, ch, h, w);
+    snprintf(line, sizeof line, "%s dx (+=)", what);
+    if (h > 1 || w > 1)
+        kt_report(line, kt_rel_err_d(inc, g, nx), 5e-4);
+    else
+        kt_expect(all_equal(dx, dx0, nx), line); /* no differences at all: dx unchanged */
+    double want = 0.25 + c.scale * tv_want(n, ch, h, w, c.f);
+    snprintf(line, sizeof line, "%s value (added to the scalar) vs the spec's per-sample means", what);
+    kt_report(line, fabs(loss - want) / fabs(want), 1e-6);
+
+    float *dx1 = kt_copy(dx, nx), l2 = 0.25f;
+    be->tv_loss(be, n, ch, h, w, c.f, c.scale, &l2, dx);
+    for (size_t i = 0; i < nx; i++) inc[i] = dx[i] - dx1[i], dx1[i] -= dx0[i];
+    snprintf(line, sizeof line, "%s: 2 calls = 2x the increment of dx", what);
+    kt_report(line, kt_rel_err(inc, dx1, nx), 1e-5);
+    float *dx2 = kt_copy(dx, nx), l3 = 0.25f;
+    be->tv_loss(be, n, ch, h, w, c.f, c.scale, &l3, NULL);
+    snprintf(line, sizeof line, "%s: NULL dx skipped, value still added", what);
+    kt_expect(all_equal(dx2, dx, nx) && l3 == l2 && l2 == loss, line);
+    free(c.f), free(g), free(dx0), free(dx), free(inc), free(dx1), free(dx2);
+}
+
+static void check_remix(rmx_backend *be) {
+    gram_check(be, 2, 3, 7);
+    gram_check(be, 1, 5, 40);
+    gram_check(be, 2, 1, 9); /* one channel */
+    tv_check(be, 2, 3, 7, 5);
+    tv_check(be, 1, 2, 1, 9); /* h == 1: the time term alone */
+    tv_check(be, 2, 1, 6, 1); /* w == 1: the frequency term alone */
+    tv_check(be, 1, 1, 1, 1); /* neither: value 0 */
+    tv_check(be, 1, 1, 2, 2);
+}
+
 static void check_backend(rmx_backend *be) {
     conv_check(be, 2, 3, 6, 5, 4, 3, 1, 1);  /* 3x3 stride 1 pad 1, odd width, cin != cout */
     conv_check(be, 2, 2, 8, 6, 3, 3, 2, 1);  /* 3x3 stride 2 pad 1, even sizes */
@@ -628,6 +757,7 @@ static void check_backend(rmx_backend *be) {
     kl_check(be);
     mse_check(be);
     check_transformer(be);
+    check_remix(be);
 }
 
 int main(void) {
