@@ -16,7 +16,7 @@ int rmx_generator_open(rmx_generator *g, const char *path, const char *device, i
     memset(g, 0, sizeof *g);
     snprintf(g->path, sizeof g->path, "%s", path);
     if (!(g->be = rmx_infer_backend(device, threads, err, errlen))) return RMX_EXIT_USAGE;
-    int code = rmx_diffusion_ckpt_load(g->be, path, 2, 0, 0, &g->m, err, errlen);
+    int code = rmx_diffusion_ckpt_load(g->be, path, 2, RMX_DIT_PLAIN, 0, &g->m, err, errlen);
     if (code != RMX_EXIT_OK) {
         g->be->destroy(g->be);
         g->be = NULL;

@@ -151,6 +151,7 @@ typedef struct {
 
 static void remix_segments(void *arg, int n, int64_t first, float *z) {
     remix_pass *r = arg;
+    if (r->c->strength <= 0) return; /* the original through the autoencoder, bit for bit */
     rmx_backend *be = rmx_ae_backend(r->m->fae.ae);
     for (int i = 0; i < n; i++) be->copy(be, r->styles + (size_t)i * r->per, r->style, sizeof(float) * r->per);
     be->scale(be, r->per * (size_t)n, r->m->latent_scale, z);
@@ -221,17 +222,10 @@ static int write_wav(const cli *c, const rmx_diffusion_ckpt *m, const float *aud
 static int run(const cli *c, rmx_backend *be) {
     char err[4096];
     rmx_diffusion_ckpt m;
-    int code = rmx_diffusion_ckpt_load(be, c->checkpoint, 4, 1, 0, &m, err, sizeof err);
+    int code = rmx_diffusion_ckpt_load(be, c->checkpoint, 4, RMX_DIT_REMIX, 0, &m, err, sizeof err);
     if (code != RMX_EXIT_OK) {
         rmx_error("%s", err);
         return code;
-    }
-    if (strcmp(m.stage, "remix") != 0) {
-        rmx_error("%s is a stage-2 (diffusion) checkpoint: its transformer has no trained style part; remixing "
-                  "needs a stage-3 checkpoint (remixer-train configs/remix.yaml)",
-                  c->checkpoint);
-        rmx_diffusion_ckpt_free(&m);
-        return RMX_EXIT_CHECKPOINT;
     }
     const rmx_mel_params *p = &m.fae.audio;
     const int M = p->n_mels, T = m.fae.hp.frames;

@@ -12,18 +12,26 @@
 #include "util/log.h"
 
 /* The stage, the step, the run's config and the stage-2 config that fixes the transformer. */
-static int read_configs(rmx_diffusion_ckpt *d, rmx_ckpt_reader *r, int style, char *err, size_t errlen) {
+static int read_configs(rmx_diffusion_ckpt *d, rmx_ckpt_reader *r, rmx_dit_mode mode, char *err, size_t errlen) {
     snprintf(d->stage, sizeof d->stage, "%s", rmx_ckpt_reader_stage(r));
-    int stage3 = strcmp(d->stage, "remix") == 0;
-    if (strcmp(d->stage, "diffusion") != 0 && !stage3)
+    const int stage3 = strcmp(d->stage, "remix") == 0;
+    const char *want = mode == RMX_DIT_REMIX ? "remix" : "diffusion";
+    if (strcmp(d->stage, want) != 0) {
+        if (mode == RMX_DIT_REMIX)
+            return rmx_seterr(err, errlen,
+                              "%s is a checkpoint of stage %s; remixing needs a stage-3 (remix) checkpoint, as "
+                              "remixer-train writes for configs/remix.yaml%s",
+                              d->path, d->stage,
+                              strcmp(d->stage, "diffusion") == 0 ? " (a stage-2 transformer has no trained style part)"
+                                                                 : "");
         return rmx_seterr(err, errlen,
-                          "%s is a checkpoint of stage %s; this needs a stage-2 (diffusion) checkpoint%s", d->path,
-                          d->stage, style ? " or a stage-3 (remix) one" : "");
-    if (stage3 && !style)
-        return rmx_seterr(err, errlen,
-                          "%s is a stage-3 (remix) checkpoint; generating from a genre needs the stage-2 "
-                          "(diffusion) checkpoint it was trained from (its /diffusion source attribute names it)",
-                          d->path);
+                          "%s is a checkpoint of stage %s; this needs a stage-2 (diffusion) checkpoint, as "
+                          "remixer-train writes for configs/diffusion.yaml%s",
+                          d->path, d->stage,
+                          stage3 ? " (a remix checkpoint's /diffusion source attribute names the one it started from;"
+                                   " a remix run resumes from its own run folder)"
+                                 : "");
+    }
     if (rmx_ckpt_get_i64(r, "", "step", &d->step, err, errlen) != 0) return -1;
     char name[RMX_PATH_MAX + 64], why[2048];
     char *text = rmx_ckpt_get_str(r, "", "config", err, errlen);
@@ -131,8 +139,8 @@ static int load_extended(rmx_diffusion_ckpt *d, rmx_ckpt_reader *r, rmx_backend 
     return rc;
 }
 
-int rmx_diffusion_ckpt_load(rmx_backend *be, const char *path, int micro_batch, int style, uint64_t init_seed,
-                            rmx_diffusion_ckpt *d, char *err, size_t errlen) {
+int rmx_diffusion_ckpt_load(rmx_backend *be, const char *path, int micro_batch, rmx_dit_mode mode,
+                            uint64_t init_seed, rmx_diffusion_ckpt *d, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
     snprintf(d->path, sizeof d->path, "%s", path);
     struct stat st;
@@ -142,12 +150,12 @@ int rmx_diffusion_ckpt_load(rmx_backend *be, const char *path, int micro_batch, 
     }
     rmx_ckpt_reader *r = rmx_ckpt_open(path, err, errlen);
     if (!r) return RMX_EXIT_CHECKPOINT;
-    int rc = read_configs(d, r, style, err, errlen);
+    int rc = read_configs(d, r, mode, err, errlen);
     if (rc == 0 && rmx_frozen_ae_load(be, path, micro_batch, &d->fae, err, errlen) != RMX_EXIT_OK) rc = -1;
-    if (rc == 0 && style && strcmp(d->stage, "diffusion") == 0) {
+    if (rc == 0 && mode == RMX_DIT_EXTEND) {
         rc = load_extended(d, r, be, micro_batch, init_seed, err, errlen);
     } else if (rc == 0) {
-        d->dit = create_dit(d, be, micro_batch, style, init_seed, err, errlen);
+        d->dit = create_dit(d, be, micro_batch, mode == RMX_DIT_REMIX, init_seed, err, errlen);
         rc = d->dit ? load_ema(d, r, d->dit, err, errlen) : -1;
     }
     if (rc == 0 && rmx_noise_schedule_linear(&d->sched, d->dit_cfg.diffusion.timesteps,

@@ -39,13 +39,18 @@ typedef struct {
     rmx_noise_schedule sched;
 } rmx_diffusion_ckpt;
 
-/* Opens `path` (a stage-2 or stage-3 checkpoint, every chunk's checksum verified). style 0: the
- * transformer as stage 2 trained it (a stage-3 checkpoint is refused); style 1: the transformer
- * with style tokens: a stage-3 checkpoint's own, or a stage-2 one's with a fresh style part
- * (init_seed; style_embedder copied from x_embedder). micro_batch sizes the arenas. Returns
- * RMX_EXIT_OK, or RMX_EXIT_CHECKPOINT with a message naming the file and what is wrong. */
-int rmx_diffusion_ckpt_load(rmx_backend *be, const char *path, int micro_batch, int style, uint64_t init_seed,
-                            rmx_diffusion_ckpt *out, char *err, size_t errlen);
+/* What a caller wants from the file; each mode accepts one stage and refuses the others by name. */
+typedef enum {
+    RMX_DIT_PLAIN = 0,  /* a stage-2 checkpoint's transformer as trained (remixer-generate) */
+    RMX_DIT_EXTEND = 1, /* a stage-2 checkpoint's transformer with a fresh style part (init_seed;
+                           style_embedder copied from x_embedder): where stage 3 starts */
+    RMX_DIT_REMIX = 2,  /* a stage-3 checkpoint's transformer with its style part (remixer-remix) */
+} rmx_dit_mode;
+
+/* Opens `path` (every chunk's checksum verified) as `mode` says. micro_batch sizes the arenas.
+ * Returns RMX_EXIT_OK, or RMX_EXIT_CHECKPOINT with a message naming the file and what is wrong. */
+int rmx_diffusion_ckpt_load(rmx_backend *be, const char *path, int micro_batch, rmx_dit_mode mode,
+                            uint64_t init_seed, rmx_diffusion_ckpt *out, char *err, size_t errlen);
 void rmx_diffusion_ckpt_free(rmx_diffusion_ckpt *d);
 
 /* Adds /diffusion with latent_scale (`scale_reg`, one float) and the schedule's attributes from

@@ -136,17 +136,11 @@ static int remix_create(rmx_trainer *t, rmx_stage **out, char *err, size_t errle
     r->base.ops = &rmx_stage_remix;
     r->be = t->be;
     char why[2048];
-    int code = rmx_diffusion_ckpt_load(t->be, c->diffusion.checkpoint, m, 1, c->train.seed, &r->src, why, sizeof why);
+    int code = rmx_diffusion_ckpt_load(t->be, c->diffusion.checkpoint, m, RMX_DIT_EXTEND, c->train.seed, &r->src,
+                                       why, sizeof why);
     if (code != RMX_EXIT_OK) {
         rmx_seterr(err, errlen, "%s: diffusion.checkpoint: %s", c->path, why);
         return code;
-    }
-    if (strcmp(r->src.stage, "diffusion") != 0) {
-        rmx_seterr(err, errlen,
-                   "%s: diffusion.checkpoint: %s is a checkpoint of stage %s; a remix run starts from a stage-2 "
-                   "(diffusion) checkpoint (to go on with a remix run, resume it from its own run folder)",
-                   c->path, c->diffusion.checkpoint, r->src.stage);
-        return RMX_EXIT_CHECKPOINT;
     }
     if (rmx_frozen_ae_check_data(&r->src.fae, rmx_dataset_params(t->train), c->data.train, c->path,
                                  "diffusion.checkpoint", c->diffusion.checkpoint, err, errlen) != 0)
@@ -412,9 +406,11 @@ static int remix_panel_row(remix_stage *r, rmx_trainer *t, rmx_eval_panels *png,
     }
     rmx_eval_panel_set(png, row, 0, mel);
     rmx_eval_panel_set(png, row, 1, mel + r->mel_per);
-    be->to_backend(be, r->x, mel, sizeof(float) * r->mel_per * 2);
-    rmx_frozen_ae_scaled_latents(&r->src.fae, 2, r->x, r->src.latent_scale, r->z);
-    be->copy(be, r->zs, r->z + r->latent_per, sizeof(float) * r->latent_per);
+    /* one sample at a time: r->x, r->xs, r->z and r->zs hold train.micro_batch samples, maybe 1 */
+    be->to_backend(be, r->x, mel, sizeof(float) * r->mel_per);
+    be->to_backend(be, r->xs, mel + r->mel_per, sizeof(float) * r->mel_per);
+    rmx_frozen_ae_scaled_latents(&r->src.fae, 1, r->x, r->src.latent_scale, r->z);
+    rmx_frozen_ae_scaled_latents(&r->src.fae, 1, r->xs, r->src.latent_scale, r->zs);
     int64_t key = row;
     rmx_style_eps ctx;
     rmx_eps_model model = rmx_dit_style_eps_model(r->src.dit, 1, r->zs, &ctx);

@@ -231,7 +231,7 @@ class Checks:
         stage1 = sorted(f for f in os.listdir(os.path.join(self.demo, "runs", "demo-vae")) if f.endswith(".h5"))[-1]
         stage1 = os.path.join(self.demo, "runs", "demo-vae", stage1)
         expect("a stage-1 checkpoint", [g, stage1, "--genre", "drums", "--out", out_dir], 4,
-               "is a checkpoint of stage vae; generating needs a stage-2 (diffusion) checkpoint")
+               "is a checkpoint of stage vae; this needs a stage-2 (diffusion) checkpoint")
         damaged = os.path.join(folder, "damaged.h5")
         data = open(self.ckpt, "rb").read()
         open(damaged, "wb").write(data[: len(data) // 2])  # a copy cut short
