@@ -165,6 +165,7 @@ bench() {
   chmod +x "$top/python3"
   PYTHON="$top/python3" "$repo/bench/cuda/run_cuda_bench.sh" "$build" "$@"
   PYTHON="$top/python3" "$repo/bench/diffusion/run_dit_cuda_bench.sh" "$build" || log "the DiT GPU benchmark failed (rc $?)"
+  PYTHON="$top/python3" "$repo/bench/generate/run_generate_cuda_bench.sh" "$build" || log "the generation GPU benchmark failed (rc $?)"
 }
 
 all() {
