@@ -927,6 +927,11 @@ static int read_double(hid_t obj, const char *name, double *out, char *err, size
 }
 
 rmx_ckpt_reader *rmx_ckpt_open(const char *path, char *err, size_t errlen) {
+    struct stat st;
+    if (stat(path, &st) != 0) { /* "No such file or directory" says more than HDF5's message */
+        rmx_seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return NULL;
+    }
     rmx_ckpt_reader *r = xcalloc(1, sizeof *r);
     snprintf(r->path, sizeof r->path, "%s", path);
     char why[512], format[64] = "";

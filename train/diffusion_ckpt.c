@@ -1,12 +1,10 @@
 /* Stage-2 and stage-3 checkpoints opened as models (train/diffusion_ckpt.h). */
 #include "train/diffusion_ckpt.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "util/exitcodes.h"
 #include "util/log.h"
@@ -143,11 +141,6 @@ int rmx_diffusion_ckpt_load(rmx_backend *be, const char *path, int micro_batch, 
                             uint64_t init_seed, rmx_diffusion_ckpt *d, char *err, size_t errlen) {
     memset(d, 0, sizeof *d);
     snprintf(d->path, sizeof d->path, "%s", path);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        rmx_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return RMX_EXIT_CHECKPOINT;
-    }
     rmx_ckpt_reader *r = rmx_ckpt_open(path, err, errlen);
     if (!r) return RMX_EXIT_CHECKPOINT;
     int rc = read_configs(d, r, mode, err, errlen);

@@ -1,11 +1,9 @@
 /* A frozen autoencoder from a checkpoint (train/frozen_ae.h). */
 #include "train/frozen_ae.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "train/stage.h"
 #include "util/exitcodes.h"
@@ -68,11 +66,6 @@ static int read_description(rmx_frozen_ae *f, rmx_ckpt_reader *r, const char *co
 static int load(rmx_backend *be, const char *path, int micro_batch, int stage1_only, rmx_frozen_ae *out,
                 char *err, size_t errlen) {
     memset(out, 0, sizeof *out);
-    struct stat st;
-    if (stat(path, &st) != 0) {
-        rmx_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return RMX_EXIT_CHECKPOINT;
-    }
     rmx_ckpt_reader *r = rmx_ckpt_open(path, err, errlen);
     if (!r) return RMX_EXIT_CHECKPOINT;
     const char *group = NULL, *config_group = NULL;
@@ -165,4 +158,16 @@ void rmx_frozen_ae_scaled_latents(rmx_frozen_ae *f, int n, const float *x, float
     const size_t count = (size_t)n * c * h * w;
     be->copy(be, out, rmx_ae_latents(f->ae, n, x), sizeof(float) * count);
     be->scale(be, count, scale, out);
+}
+
+void rmx_frozen_ae_snapshot(rmx_frozen_ae *f, float *values[2]) {
+    rmx_params *regs[2] = {rmx_ae_params(f->ae), rmx_ae_state(f->ae)};
+    for (int i = 0; i < 2; i++) {
+        values[i] = calloc(regs[i]->span + 1, sizeof(float));
+        if (!values[i]) {
+            fprintf(stderr, "remixer: out of host memory\n");
+            abort();
+        }
+        if (regs[i]->span) regs[i]->be->to_host(regs[i]->be, values[i], regs[i]->data, regs[i]->span * sizeof(float));
+    }
 }

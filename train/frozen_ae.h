@@ -44,6 +44,10 @@ int rmx_frozen_ae_load_stage1(rmx_backend *be, const char *path, int micro_batch
  * stage's checkpoint layout. */
 void rmx_frozen_ae_layout(rmx_frozen_ae *f, rmx_ckpt_layout *layout);
 
+/* Host copies of f's weights (params, then state; malloc'd, the caller frees them), for
+ * rmx_frozen_ae_compare after a resume. */
+void rmx_frozen_ae_snapshot(rmx_frozen_ae *f, float *values[2]);
+
 /* 0 when the weights now in f equal the host copies `values` (per registry: params, then state),
  * else -1 naming the first tensor that differs. */
 int rmx_frozen_ae_compare(rmx_frozen_ae *f, float *const values[2], const char *what, char *err,

@@ -1,6 +1,7 @@
 /* The stages remixer-train knows (train/stage.h). */
 #include "train/stage.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,4 +20,20 @@ const char *rmx_stage_names(void) {
             snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "",
                      STAGES[i]->name);
     return names;
+}
+
+void rmx_stage_ema_update(rmx_params *p, float max_decay, int64_t step) {
+    double n = (double)(step + 1);
+    double decay = fmin((double)max_decay, (1.0 + n) / (10.0 + n));
+    p->be->ema_update(p->be, p->span, (float)decay, p->data, p->ema);
+}
+
+void rmx_stage_use_ema(rmx_params *p, float *saved, int on) {
+    size_t bytes = sizeof(float) * p->span;
+    if (on) {
+        p->be->copy(p->be, saved, p->data, bytes);
+        p->be->copy(p->be, p->data, p->ema, bytes);
+    } else {
+        p->be->copy(p->be, p->data, saved, bytes);
+    }
 }

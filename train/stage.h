@@ -87,6 +87,13 @@ extern const rmx_stage_ops rmx_stage_vae;
 extern const rmx_stage_ops rmx_stage_diffusion;
 extern const rmx_stage_ops rmx_stage_remix;
 
+/* The EMA of a registry's trained weights after optimiser step `step` (0-based), warmed up so that
+ * short runs have a usable EMA: decay min(max_decay, (1 + n) / (10 + n)), n = step + 1. */
+void rmx_stage_ema_update(rmx_params *p, float max_decay, int64_t step);
+/* on: `saved` (span floats, backend) keeps the trained weights and the registry holds its EMA (for
+ * evaluation); off: the trained weights are back. */
+void rmx_stage_use_ema(rmx_params *p, float *saved, int on);
+
 /* The autoencoder's hyper-parameters from a config's model.* keys and the data's input size
  * (stage 1, and later stages reading the architecture from a stage-1 checkpoint's config). */
 void rmx_ae_hparams_from_config(const rmx_config *c, const rmx_mel_params *mp, rmx_ae_hparams *hp);

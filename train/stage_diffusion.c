@@ -93,15 +93,6 @@ static void dit_hparams_from_config(diff_stage *d, const rmx_config *c, int n_ge
     d->null_class = n_genres;
 }
 
-/* Host copies of the autoencoder's registries, to recognise it after a resume. */
-static void remember_autoencoder(diff_stage *d) {
-    rmx_params *regs[2] = {rmx_ae_params(d->fae.ae), rmx_ae_state(d->fae.ae)};
-    for (int i = 0; i < 2; i++) {
-        d->ae_at_setup[i] = calloc(regs[i]->span + 1, sizeof(float));
-        if (regs[i]->span) d->be->to_host(d->be, d->ae_at_setup[i], regs[i]->data, regs[i]->span * sizeof(float));
-    }
-}
-
 static void layout_checkpoint(diff_stage *d, const rmx_config *c) {
     rmx_stage *s = &d->base;
     rmx_params *p = rmx_dit_params(d->dit), *state = rmx_dit_state(d->dit);
@@ -145,7 +136,7 @@ static int diff_create(rmx_trainer *t, rmx_stage **out, char *err, size_t errlen
     if (rmx_frozen_ae_check_data(&d->fae, rmx_dataset_params(t->train), t->cfg.data.train, c->path,
                                  "autoencoder.checkpoint", c->autoencoder.checkpoint, err, errlen) != 0)
         return RMX_EXIT_DATA;
-    remember_autoencoder(d);
+    rmx_frozen_ae_snapshot(&d->fae, d->ae_at_setup);
     dit_hparams_from_config(d, c, rmx_dataset_params(t->train)->n_genres);
     if (rmx_dit_validate(&d->hp, why, sizeof why) != 0) {
         rmx_seterr(err, errlen, "%s: %s", c->path, why);
@@ -343,25 +334,10 @@ static double diff_total_loss(const rmx_stage *s, const float *terms) {
 
 /* The EMA of the weights, warmed up so that short runs have a usable EMA. */
 static void diff_after_update(rmx_stage *s, rmx_trainer *t) {
-    diff_stage *d = diff_of(s);
-    double n = (double)(t->step + 1);
-    double decay = fmin((double)t->cfg.diffusion.ema_decay, (1.0 + n) / (10.0 + n));
-    rmx_params *p = rmx_dit_params(d->dit);
-    d->be->ema_update(d->be, p->span, (float)decay, p->data, p->ema);
+    rmx_stage_ema_update(rmx_dit_params(diff_of(s)->dit), t->cfg.diffusion.ema_decay, t->step);
 }
 
 /* ---- evaluation (EMA weights) ---- */
-
-static void use_ema(diff_stage *d, int on) {
-    rmx_params *p = rmx_dit_params(d->dit);
-    size_t bytes = sizeof(float) * p->span;
-    if (on) {
-        d->be->copy(d->be, d->saved, p->data, bytes);
-        d->be->copy(d->be, p->data, p->ema, bytes);
-    } else {
-        d->be->copy(d->be, p->data, d->saved, bytes);
-    }
-}
 
 /* Timestep k of the evaluation grid: the centres of K equal parts of [0, T). */
 static int grid_timestep(int k, int K, int T) { return (int)(((int64_t)(2 * k + 1) * T) / (2 * K)); }
@@ -482,13 +458,13 @@ static int diff_evaluate(rmx_stage *s, rmx_trainer *t, int64_t label_step) {
     int rows = mp->n_genres < PNG_MAX_GENRES ? mp->n_genres : PNG_MAX_GENRES;
     rmx_eval_panels *png = rmx_eval_panels_create(rows, 2, mp->n_mels, mp->segment_frames);
     float terms[RMX_METRICS_MAX_TERMS];
-    use_ema(d, 1);
+    rmx_stage_use_ema(rmx_dit_params(d->dit), d->saved, 1);
     int code = rmx_eval_run(t, &set, diff_eval_chunk, &e, e.K, terms);
     if (code == 0) {
         int bad = find_genre_examples(d, t) != 0 || generate_panels(d, t, png, rows) != 0;
         if (rmx_comm_any(&t->comm, bad)) code = RMX_EXIT_DATA;
     }
-    use_ema(d, 0);
+    rmx_stage_use_ema(rmx_dit_params(d->dit), d->saved, 0);
     if (code == 0) {
         rmx_eval_panels_gather(png, &t->comm);
         if (t->comm.rank == 0) diff_report(d, t, label_step, e.K, terms, &set, png);

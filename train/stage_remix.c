@@ -90,14 +90,6 @@ static int parse_loss(remix_stage *r, const rmx_config *c, int m, char *err, siz
     return 0;
 }
 
-static void remember_autoencoder(remix_stage *r) {
-    rmx_params *regs[2] = {rmx_ae_params(r->src.fae.ae), rmx_ae_state(r->src.fae.ae)};
-    for (int i = 0; i < 2; i++) {
-        r->ae_at_setup[i] = calloc(regs[i]->span + 1, sizeof(float));
-        if (regs[i]->span) r->be->to_host(r->be, r->ae_at_setup[i], regs[i]->data, regs[i]->span * sizeof(float));
-    }
-}
-
 static void layout_checkpoint(remix_stage *r) {
     rmx_ckpt_layout *l = &r->base.layout;
     rmx_params *p = rmx_dit_params(r->src.dit), *state = rmx_dit_state(r->src.dit);
@@ -145,7 +137,7 @@ static int remix_create(rmx_trainer *t, rmx_stage **out, char *err, size_t errle
     if (rmx_frozen_ae_check_data(&r->src.fae, rmx_dataset_params(t->train), c->data.train, c->path,
                                  "diffusion.checkpoint", c->diffusion.checkpoint, err, errlen) != 0)
         return RMX_EXIT_DATA;
-    remember_autoencoder(r);
+    rmx_frozen_ae_snapshot(&r->src.fae, r->ae_at_setup);
     r->styles = rmx_dataset_open(c->data.train, why, sizeof why);
     if (!r->styles) {
         rmx_seterr(err, errlen, "%s: data.train: %s", c->path, why);
@@ -317,25 +309,10 @@ static double remix_total_loss(const rmx_stage *s, const float *terms) {
 }
 
 static void remix_after_update(rmx_stage *s, rmx_trainer *t) {
-    remix_stage *r = remix_of(s);
-    double n = (double)(t->step + 1);
-    double decay = fmin((double)t->cfg.remix.ema_decay, (1.0 + n) / (10.0 + n));
-    rmx_params *p = rmx_dit_params(r->src.dit);
-    r->be->ema_update(r->be, p->span, (float)decay, p->data, p->ema);
+    rmx_stage_ema_update(rmx_dit_params(remix_of(s)->src.dit), t->cfg.remix.ema_decay, t->step);
 }
 
 /* ---- evaluation (EMA weights) ---- */
-
-static void use_ema(remix_stage *r, int on) {
-    rmx_params *p = rmx_dit_params(r->src.dit);
-    size_t bytes = sizeof(float) * p->span;
-    if (on) {
-        r->be->copy(r->be, r->saved, p->data, bytes);
-        r->be->copy(r->be, p->data, p->ema, bytes);
-    } else {
-        r->be->copy(r->be, p->data, r->saved, bytes);
-    }
-}
 
 /* Genres of the validation split, read once. */
 static int read_val_genres(remix_stage *r, rmx_trainer *t) {
@@ -468,11 +445,11 @@ static int remix_evaluate(rmx_stage *s, rmx_trainer *t, int64_t label_step) {
     int rows = t->cfg.remix.eval_pairs;
     rmx_eval_panels *png = rmx_eval_panels_create(rows, 3, mp->n_mels, mp->segment_frames);
     float terms[RMX_METRICS_MAX_TERMS];
-    use_ema(r, 1);
+    rmx_stage_use_ema(rmx_dit_params(r->src.dit), r->saved, 1);
     int bad = read_val_genres(r, t) != 0;
     int code = rmx_comm_any(&t->comm, bad) ? RMX_EXIT_DATA : rmx_eval_run(t, &set, remix_eval_chunk, r, N_TERMS, terms);
     if (code == 0 && rmx_comm_any(&t->comm, remix_panels(r, t, png, rows) != 0)) code = RMX_EXIT_DATA;
-    use_ema(r, 0);
+    rmx_stage_use_ema(rmx_dit_params(r->src.dit), r->saved, 0);
     if (code == 0) {
         rmx_eval_panels_gather(png, &t->comm);
         if (t->comm.rank == 0) remix_report(r, t, label_step, terms, &set, png);
