@@ -115,11 +115,11 @@ static const key_spec SCHEMA[] = {
 
     NUM("remix.content_weight", K_FLOAT, remix.content_weight, "1", AT_LEAST(0),
         "remix: alpha, weight of the content loss (encoder features of the original)"),
-    NUM("remix.style_weight", K_FLOAT, remix.style_weight, "100", AT_LEAST(0),
+    NUM("remix.style_weight", K_FLOAT, remix.style_weight, "10", AT_LEAST(0),
         "remix: beta, weight of the style loss (Gram matrices of the style song's encoder features)"),
     NUM("remix.tv_weight", K_FLOAT, remix.tv_weight, "0.1", AT_LEAST(0),
         "remix: gamma, weight of the total variation of the decoded mel"),
-    NUM("remix.diffusion_weight", K_FLOAT, remix.diffusion_weight, "1", AT_LEAST(0),
+    NUM("remix.diffusion_weight", K_FLOAT, remix.diffusion_weight, "10", AT_LEAST(0),
         "remix: lambda, weight of the noise-prediction loss that keeps the model on the data"),
     STR("remix.content_layers", remix.content_layers, "enc.mid.res", NONEMPTY,
         "remix: encoder steps whose outputs measure content, comma-separated (remixer-train --dry-run lists them)"),
