@@ -143,6 +143,8 @@ static int remix_create(rmx_trainer *t, rmx_stage **out, char *err, size_t errle
         rmx_seterr(err, errlen, "%s: data.train: %s", c->path, why);
         return RMX_EXIT_DATA;
     }
+    rmx_dataset_set_on_corrupt(r->styles,
+                               strcmp(c->data.on_corrupt, "skip") == 0 ? RMX_ON_CORRUPT_SKIP : RMX_ON_CORRUPT_STOP);
     if (parse_loss(r, c, m, err, errlen) != 0) return RMX_EXIT_USAGE;
     rmx_params *p = rmx_dit_params(r->src.dit);
     rmx_params_alloc_ema(p);
