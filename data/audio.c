@@ -188,23 +188,33 @@ static void downmix(const float *interleaved, int64_t frames, int channels, floa
 }
 
 /* Decodes up to si->frames frames; *n is what decoded. A decoder error refuses the file; fewer
- * frames than the header states is the caller's to judge. */
+ * frames than the header states is the caller's to judge. The buffer grows with what actually
+ * decodes: a damaged header that claims billions of frames costs nothing (found by fuzz_audio). */
 static rmx_audio_status decode_mono(SNDFILE *sf, const SF_INFO *si, float **out, int64_t *n, char *err,
                                     size_t errlen) {
-    float *mono = malloc((size_t)si->frames * sizeof *mono);
+    int64_t cap = si->frames < DECODE_CHUNK_FRAMES ? si->frames : DECODE_CHUNK_FRAMES;
+    float *mono = malloc((size_t)(cap > 0 ? cap : 1) * sizeof *mono);
     float *chunk = malloc((size_t)DECODE_CHUNK_FRAMES * (size_t)si->channels * sizeof *chunk);
+    int64_t got = 0;
+    while (mono && chunk && got < si->frames) {
+        sf_count_t want = si->frames - got < DECODE_CHUNK_FRAMES ? si->frames - got : DECODE_CHUNK_FRAMES;
+        sf_count_t r = sf_readf_float(sf, chunk, want);
+        if (r <= 0) break;
+        if (got + r > cap) {
+            int64_t grown = 2 * cap > got + r ? 2 * cap : got + r;
+            cap = grown < si->frames ? grown : si->frames;
+            float *bigger = realloc(mono, (size_t)cap * sizeof *mono);
+            if (!bigger) free(mono);
+            mono = bigger;
+            if (!mono) break;
+        }
+        downmix(chunk, r, si->channels, mono + got);
+        got += r;
+    }
     if (!mono || !chunk) {
         free(mono);
         free(chunk);
         return fail(RMX_AUDIO_TRUNCATED, err, errlen, "%s", "out of memory decoding");
-    }
-    int64_t got = 0;
-    while (got < si->frames) {
-        sf_count_t want = si->frames - got < DECODE_CHUNK_FRAMES ? si->frames - got : DECODE_CHUNK_FRAMES;
-        sf_count_t r = sf_readf_float(sf, chunk, want);
-        if (r <= 0) break;
-        downmix(chunk, r, si->channels, mono + got);
-        got += r;
     }
     free(chunk);
     int code = sf_error(sf);

@@ -18,6 +18,7 @@ packages=(
   python3-yaml python3-jsonschema       # tests validate the Kubernetes manifests
   shellcheck                            # tests lint the launcher scripts
   sox                                   # vocoder tests synthesise a music recording, encode it to OGG
+  clang libclang-rt-14-dev              # tests/fuzz: libFuzzer harnesses with ASan/UBSan
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

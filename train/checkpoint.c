@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -244,6 +245,228 @@ static void remove_old_checkpoints(const char *dir, int64_t step, int keep) {
     free(files);
 }
 
+/* ---- the whole-file checksum (the HDF5 user block) ---- */
+
+/* Every checkpoint starts with a HEADER_BYTES user block, which HDF5 skips (its superblock follows
+ * at byte HEADER_BYTES; h5py and every HDF5 tool read the file as usual). The writer fills it after
+ * closing the HDF5 file and before the rename; the reader checks it before HDF5 sees the file, so a
+ * damaged file never reaches the HDF5 parser. Little-endian:
+ *   0   8  magic "RMXCKSUM"
+ *   8   4  header version (1)
+ *   12  4  user block size (HEADER_BYTES)
+ *   16  8  file length in bytes, user block included
+ *   24  8  CRC-64/XZ of bytes HEADER_BYTES .. length-1
+ *   32  8  CRC-64/XZ of the user block with these 8 bytes zero
+ *   40     a line of text saying the above; zero up to HEADER_BYTES
+ * A file whose first 8 bytes are the HDF5 signature is of the format before this block. */
+enum { HEADER_BYTES = 4096, HEADER_VERSION = 1, IO_BYTES = 1 << 20 };
+static const unsigned char HEADER_MAGIC[8] = {'R', 'M', 'X', 'C', 'K', 'S', 'U', 'M'};
+static const unsigned char HDF5_SIGNATURE[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+
+static uint64_t crc64_table[8][256];
+static pthread_once_t crc64_once = PTHREAD_ONCE_INIT;
+
+static void crc64_init(void) {
+    for (int i = 0; i < 256; i++) {
+        uint64_t c = (uint64_t)i;
+        for (int k = 0; k < 8; k++) c = c & 1 ? (c >> 1) ^ 0xC96C5795D7870F42ull : c >> 1;
+        crc64_table[0][i] = c;
+    }
+    for (int i = 0; i < 256; i++)
+        for (int t = 1; t < 8; t++)
+            crc64_table[t][i] = (crc64_table[t - 1][i] >> 8) ^ crc64_table[0][crc64_table[t - 1][i] & 0xff];
+}
+
+static uint64_t get_le64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t get_le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static void put_le(unsigned char *p, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+/* CRC-64/XZ (ECMA-182 polynomial, reflected; "123456789" -> 0x995DC9BBDF1939FA), continued from
+ * `crc` (0 to start), slicing by 8. */
+static uint64_t crc64(uint64_t crc, const unsigned char *p, size_t n) {
+    pthread_once(&crc64_once, crc64_init);
+    crc = ~crc;
+    for (; n >= 8; p += 8, n -= 8) {
+        crc ^= get_le64(p);
+        crc = crc64_table[7][crc & 0xff] ^ crc64_table[6][(crc >> 8) & 0xff] ^
+              crc64_table[5][(crc >> 16) & 0xff] ^ crc64_table[4][(crc >> 24) & 0xff] ^
+              crc64_table[3][(crc >> 32) & 0xff] ^ crc64_table[2][(crc >> 40) & 0xff] ^
+              crc64_table[1][(crc >> 48) & 0xff] ^ crc64_table[0][crc >> 56];
+    }
+    for (; n; p++, n--) crc = crc64_table[0][(crc ^ *p) & 0xff] ^ (crc >> 8);
+    return ~crc;
+}
+
+/* pread of exactly n bytes at off: 0, or -1 (errno set; EIO-like 0 for a short file). */
+static int pread_all(int fd, unsigned char *buf, size_t n, off_t off) {
+    while (n) {
+        ssize_t got = pread(fd, buf, n, off);
+        if (got < 0 && errno == EINTR) continue;
+        if (got <= 0) {
+            if (got == 0) errno = 0;
+            return -1;
+        }
+        buf += got;
+        n -= (size_t)got;
+        off += got;
+    }
+    return 0;
+}
+
+/* The CRC-64 of bytes [from, to) of fd into *out: 0, or -1 with errno. */
+static int crc64_of_range(int fd, off_t from, off_t to, uint64_t *out) {
+    unsigned char *buf = malloc(IO_BYTES);
+    if (!buf) ckpt_abort("out of memory");
+    uint64_t crc = 0;
+    int rc = 0;
+    for (off_t off = from; off < to && rc == 0;) {
+        size_t n = to - off < IO_BYTES ? (size_t)(to - off) : IO_BYTES;
+        rc = pread_all(fd, buf, n, off);
+        if (rc == 0) crc = crc64(crc, buf, n);
+        off += (off_t)n;
+    }
+    free(buf);
+    *out = crc;
+    return rc;
+}
+
+static uint64_t header_crc(const unsigned char *h) {
+    unsigned char copy[HEADER_BYTES];
+    memcpy(copy, h, HEADER_BYTES);
+    memset(copy + 32, 0, 8);
+    return crc64(0, copy, HEADER_BYTES);
+}
+
+/* Fills the user block of the closed HDF5 file `tmp` (rmx_commit_file fsyncs it afterwards). */
+static int seal_file(const char *tmp, char *err, size_t errlen) {
+    int fd = open(tmp, O_RDWR);
+    if (fd < 0) return rmx_seterr(err, errlen, "%s: cannot reopen to checksum: %s", tmp, strerror(errno));
+    struct stat st;
+    uint64_t crc = 0;
+    int rc = fstat(fd, &st) == 0 && st.st_size > HEADER_BYTES ? 0 : -1;
+    if (rc == 0) rc = crc64_of_range(fd, HEADER_BYTES, st.st_size, &crc);
+    if (rc != 0) {
+        int e = errno;
+        close(fd);
+        return rmx_seterr(err, errlen, "%s: cannot read back to checksum: %s", tmp, e ? strerror(e) : "short file");
+    }
+    unsigned char h[HEADER_BYTES] = {0};
+    memcpy(h, HEADER_MAGIC, 8);
+    put_le(h + 8, HEADER_VERSION, 4);
+    put_le(h + 12, HEADER_BYTES, 4);
+    put_le(h + 16, (uint64_t)st.st_size, 8);
+    put_le(h + 24, crc, 8);
+    snprintf((char *)h + 40, HEADER_BYTES - 40,
+             "\nRemixer checkpoint: HDF5 from byte %d; bytes 16-23: file length, 24-31: CRC-64/XZ of bytes "
+             "%d..end, 32-39: CRC-64/XZ of this block (with 32-39 zero); little-endian\n",
+             HEADER_BYTES, HEADER_BYTES);
+    put_le(h + 32, header_crc(h), 8);
+    ssize_t put = pwrite(fd, h, HEADER_BYTES, 0);
+    int e = errno;
+    if (close(fd) != 0 && put == HEADER_BYTES) {
+        e = errno;
+        put = -1;
+    }
+    if (put != HEADER_BYTES)
+        return rmx_seterr(err, errlen, "%s: cannot write the checksum block: %s", tmp,
+                          put < 0 ? strerror(e) : "short write");
+    return 0;
+}
+
+/* SEAL_FOREIGN: the first bytes are neither the block's magic (up to a few damaged bits) nor the
+ * HDF5 signature: not a checkpoint, or damaged at its start; a resume treats it as damaged. */
+typedef enum { SEAL_OK, SEAL_OLD_FORMAT, SEAL_DAMAGED, SEAL_NEWER, SEAL_FOREIGN } seal_status;
+
+/* Bits that differ between two 8-byte strings. */
+static int bit_distance8(const unsigned char *a, const unsigned char *b) {
+    int d = 0;
+    for (int i = 0; i < 8; i++) d += __builtin_popcount((unsigned)(a[i] ^ b[i]));
+    return d;
+}
+
+static int all_zero(const unsigned char *p, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (p[i]) return 0;
+    return 1;
+}
+
+/* Checks a checkpoint's whole-file checksum before HDF5 opens it. The message (why) does not name
+ * the file. SEAL_OLD_FORMAT: a file from before the checksum block (HDF5 signature at byte 0). */
+static seal_status verify_seal(const char *path, char *why, size_t whylen) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) {
+        rmx_seterr(why, whylen, "cannot open it: %s", strerror(errno));
+        return SEAL_DAMAGED;
+    }
+    struct stat st;
+    unsigned char h[HEADER_BYTES];
+    seal_status s = SEAL_DAMAGED;
+    if (fstat(fd, &st) != 0) {
+        rmx_seterr(why, whylen, "cannot stat it: %s", strerror(errno));
+    } else if (st.st_size < 8) {
+        rmx_seterr(why, whylen, "it is %lld bytes long: truncated", (long long)st.st_size);
+    } else if (pread_all(fd, h, 8, 0) != 0) {
+        rmx_seterr(why, whylen, "cannot read its first bytes: %s", errno ? strerror(errno) : "short read");
+    } else if (memcmp(h, HDF5_SIGNATURE, 8) == 0) {
+        s = SEAL_OLD_FORMAT;
+    } else if (bit_distance8(h, HEADER_MAGIC) > 8 && !all_zero(h, 8)) {
+        rmx_seterr(why, whylen, "it starts with neither Remixer's checksum block nor the HDF5 signature (not a "
+                   "checkpoint, or damaged at its start)");
+        s = SEAL_FOREIGN;
+    } else if (st.st_size <= HEADER_BYTES) {
+        rmx_seterr(why, whylen, "it is %lld bytes long, not even its %d-byte checksum block and the HDF5 "
+                   "superblock: truncated", (long long)st.st_size, HEADER_BYTES);
+    } else if (pread_all(fd, h, HEADER_BYTES, 0) != 0) {
+        rmx_seterr(why, whylen, "cannot read its checksum block: %s", errno ? strerror(errno) : "short read");
+    } else if (all_zero(h, HEADER_BYTES)) {
+        rmx_seterr(why, whylen, "bytes 0..%d (its checksum block) are all zero: the file is damaged",
+                   HEADER_BYTES - 1);
+    } else if (memcmp(h, HEADER_MAGIC, 8) != 0 || get_le64(h + 32) != header_crc(h)) {
+        rmx_seterr(why, whylen, "%s of its checksum block (bytes 0..%d) differs: the file is damaged",
+                   memcmp(h, HEADER_MAGIC, 8) != 0 ? "the magic" : "the checksum", HEADER_BYTES - 1);
+    } else if (get_le32(h + 8) != HEADER_VERSION || get_le32(h + 12) != HEADER_BYTES) {
+        rmx_seterr(why, whylen, "its checksum block has version %u and size %u; this program reads version %d, "
+                   "size %d", get_le32(h + 8), get_le32(h + 12), HEADER_VERSION, HEADER_BYTES);
+        s = SEAL_NEWER;
+    } else if (get_le64(h + 16) != (uint64_t)st.st_size) {
+        rmx_seterr(why, whylen, "it is %lld bytes long but was written with %" PRIu64 ": %s",
+                   (long long)st.st_size, get_le64(h + 16),
+                   (uint64_t)st.st_size < get_le64(h + 16) ? "truncated" : "the file is damaged");
+    } else {
+        uint64_t crc = 0;
+        if (crc64_of_range(fd, HEADER_BYTES, st.st_size, &crc) != 0)
+            rmx_seterr(why, whylen, "cannot read it: %s", errno ? strerror(errno) : "short read");
+        else if (crc != get_le64(h + 24))
+            rmx_seterr(why, whylen, "checksum of bytes %d..%lld differs: the file is damaged", HEADER_BYTES,
+                       (long long)st.st_size - 1);
+        else
+            s = SEAL_OK;
+    }
+    close(fd);
+    return s;
+}
+
+/* The note for a file without the checksum block, once per file and process. */
+static void note_old_format(const char *path) {
+    static char last[RMX_CKPT_PATH_MAX];
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&mu);
+    int again = strcmp(last, path) == 0;
+    snprintf(last, sizeof last, "%s", path);
+    pthread_mutex_unlock(&mu);
+    if (!again) rmx_info("%s has no whole-file checksum (written before checkpoints had one); loading it", path);
+}
+
 /* ---- writing HDF5 (callers hold the HDF5 lock) ---- */
 
 /* An object-creation property list without modification times: a checkpoint's bytes depend on
@@ -463,8 +686,15 @@ static int write_file(file_job *job, const rmx_ckpt_layout *layout, const rmx_ck
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     /* The 1.8 object format: checksummed metadata, readable by every HDF5 since 1.8 and h5py. */
     if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18);
-    job->file = fapl >= 0 ? H5Fcreate(job->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl) : -1;
+    /* The user block seal_file fills after the close. */
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    if (fcpl >= 0 && H5Pset_userblock(fcpl, HEADER_BYTES) < 0) {
+        H5Pclose(fcpl);
+        fcpl = -1;
+    }
+    job->file = fapl >= 0 && fcpl >= 0 ? H5Fcreate(job->tmp, H5F_ACC_TRUNC, fcpl, fapl) : -1;
     if (fapl >= 0) H5Pclose(fapl);
+    if (fcpl >= 0) H5Pclose(fcpl);
     int rc = job->file >= 0 ? 0 : h5_failure(job->err, job->errlen, job->tmp, "cannot create");
     if (rc == 0 && (write_root_attributes(job->file, meta) != 0 || create_groups(job->file, layout) != 0 ||
                     write_layout_attrs(job->file, layout) != 0))
@@ -525,6 +755,7 @@ static void write_checkpoint(rmx_ckpt_writer *w) {
     file_job job = {.tmp = tmp, .file = -1, .delay_ms = w->delay_ms, .err = o->error,
                     .errlen = sizeof o->error};
     int rc = write_file(&job, &w->layout, &w->host, &w->meta);
+    if (rc == 0) rc = seal_file(tmp, o->error, sizeof o->error);
     o->mib = (double)file_size(tmp) / (1024.0 * 1024.0);
     if (rc == 0) rc = rmx_commit_file(tmp, o->path, o->error, sizeof o->error);
     if (rc == 0) remove_old_checkpoints(w->dir, o->step, w->keep);
@@ -888,6 +1119,15 @@ rmx_ckpt_status rmx_ckpt_read(const char *path, const rmx_ckpt_layout *layout, c
                               rmx_ckpt_meta *meta, rmx_ckpt_host *h, char *err, size_t errlen) {
     memset(meta, 0, sizeof *meta);
     read_job job = {.file = -1, .path = path, .layout = layout, .err = err, .errlen = errlen};
+    seal_status seal = verify_seal(path, err, errlen);
+    if (seal == SEAL_DAMAGED || seal == SEAL_FOREIGN) return RMX_CKPT_DAMAGED;
+    if (seal == SEAL_NEWER) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", err);
+        rmx_seterr(err, errlen, "checkpoint %s: %s", path, why);
+        return RMX_CKPT_REFUSED;
+    }
+    if (seal == SEAL_OLD_FORMAT) note_old_format(path);
     rmx_h5_lock();
     job.file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     rmx_ckpt_status st;
@@ -936,6 +1176,18 @@ rmx_ckpt_reader *rmx_ckpt_open(const char *path, char *err, size_t errlen) {
     snprintf(r->path, sizeof r->path, "%s", path);
     char why[512], format[64] = "";
     int64_t version = 0;
+    seal_status seal = verify_seal(path, why, sizeof why);
+    if (seal == SEAL_DAMAGED || seal == SEAL_NEWER || seal == SEAL_FOREIGN) {
+        rmx_seterr(err, errlen, "%s: %s%s", path,
+                   seal == SEAL_DAMAGED   ? "damaged checkpoint: "
+                   : seal == SEAL_FOREIGN ? "cannot open it as a checkpoint: "
+                                          : "",
+                   why);
+        r->file = -1;
+        rmx_ckpt_close(r);
+        return NULL;
+    }
+    if (seal == SEAL_OLD_FORMAT) note_old_format(path);
     rmx_h5_lock();
     r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int rc = 0;

@@ -17,6 +17,13 @@
  * input_shape ([1, M, T] of one sample), adam_step (AdamW's t after the last update, = step: the
  * trainer's update at step s uses t = s + 1), nonfinite_in_row, nonfinite_total.
  *
+ * Whole-file checksum: the file starts with a 4096-byte HDF5 user block (HDF5 and h5py skip it) that
+ * the writer fills after closing the HDF5 file and before the rename: magic "RMXCKSUM", version 1,
+ * block size, file length, the CRC-64/XZ of every byte after the block and the CRC-64 of the block
+ * itself (layout in checkpoint.c). Every reader (rmx_ckpt_read, so resume, and rmx_ckpt_open) checks
+ * it before HDF5 opens the file: a mismatch, another length or a zeroed block is RMX_CKPT_DAMAGED.
+ * A file whose first bytes are the HDF5 signature predates the block and loads with a note.
+ *
  * Nothing else is needed for an exact resume: the data position, the learning rate and every
  * random number are pure functions of (seed, step, sample) (data/schedule.h, util/rng.h).
  *

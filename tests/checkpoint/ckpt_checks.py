@@ -16,6 +16,9 @@ Runs under Debian's /usr/bin/python3, which has h5py (and, where installed, torc
   refuse            other architecture, other stage, a missing path: exit 4 naming why; `never`
   h5py              the file's attributes, groups, shapes and filters as h5py sees them
   torch             scripts/ckpt_to_torch.py loads /model into the PyTorch twin (77 without torch)
+  fault_matrix      bit flips (a third in the first 16 KiB), truncations and zeroed pages of the newest
+                    checkpoint of a tiny run: every relaunch exits 0 with the uninterrupted run's metrics
+                    (falling back or resuming); a checkpoint without the checksum block loads with a note
 """
 import argparse
 import glob
@@ -25,6 +28,7 @@ import random
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
@@ -33,6 +37,7 @@ import h5py
 import numpy as np
 
 STEPS = 16
+FAULT_STEPS = 6
 EVERY = 4
 COMMON = ["--set", f"train.steps={STEPS}", "--set", "train.global_batch=8", "--set", "train.micro_batch=2",
           "--set", "train.warmup=2", "--set", "log.every=4", "--set", f"eval.every={EVERY}",
@@ -308,8 +313,9 @@ class Checks:
         steps = (EVERY, 2 * EVERY, 3 * EVERY)
         run_dir = self.damaged_copy("truncated", steps)
         newest = os.path.join(run_dir, ckpt_name(3 * EVERY))
-        os.truncate(newest, os.path.getsize(newest) // 2)
-        self.check_fallback(run_dir, "cannot open it as HDF5: truncated file")
+        size = os.path.getsize(newest)
+        os.truncate(newest, size // 2)
+        self.check_fallback(run_dir, f"it is {size // 2} bytes long but was written with {size}: truncated")
 
         run_dir = self.damaged_copy("bitflip", steps)
         newest = os.path.join(run_dir, ckpt_name(3 * EVERY))
@@ -320,8 +326,9 @@ class Checks:
             byte = f.read(1)[0]
             f.seek(-1, os.SEEK_CUR)
             f.write(bytes([byte ^ 0x10]))
-        self.check_fallback(run_dir, "/model/dec.conv_out.weight: cannot read: data error detected by "
-                                     "Fletcher32 checksum")
+        # The whole-file checksum catches it before HDF5 opens the file.
+        self.check_fallback(run_dir, f"checksum of bytes 4096..{os.path.getsize(newest) - 1} differs: "
+                                     "the file is damaged")
 
         run_dir = self.damaged_copy("none_verifies", (EVERY,))
         only = os.path.join(run_dir, ckpt_name(EVERY))
@@ -380,6 +387,7 @@ class Checks:
         shutil.copy(ckpt, staged)
         with h5py.File(staged, "r+") as f:
             f.attrs["stage"] = "diffusion"
+        reseal(staged)  # an intact file of another stage: refused, not damaged
         self.expect_refusal(other, ["--set", f"checkpoint.resume={staged}"],
                             f"checkpoint {staged} is of stage 'diffusion' but the config's stage is 'vae'")
         out = self.run(self.command(2, run_dir, ["--set", "checkpoint.resume=never", "--set", "train.steps=1"]))
@@ -398,6 +406,12 @@ class Checks:
             print(f"{path}: attributes, groups, shapes and filters as documented ({bottleneck})")
 
     def check_attributes(self, path, f):
+        if f.userblock_size != 4096:
+            fail(f"{path}: HDF5 user block of {f.userblock_size} bytes, expected 4096 (the checksum block)")
+        with open(path, "rb") as raw:
+            magic, version, block, length = struct.unpack("<8sIIQ", raw.read(24))
+        if (magic, version, block, length) != (b"RMXCKSUM", 1, 4096, os.path.getsize(path)):
+            fail(f"{path}: checksum block starts {magic!r} {version} {block} {length}")
         a = f.attrs
         want = {"format": "remixer-checkpoint", "format_version": 1, "stage": "vae", "step": STEPS,
                 "samples_seen": STEPS * 8, "seed": 0, "world_size": 2, "global_batch": 8, "micro_batch": 2,
@@ -457,10 +471,168 @@ class Checks:
                 fail(f"{script} did not load and run {path}")
             print(out.strip())
 
+    # ---- the fault matrix ----
+
+    def fault_command(self, run_dir, extra=()):
+        """A tiny 1-rank run: 6 steps of batch 2, checkpoints at 2, 4 and 6, every train step logged."""
+        return [self.a.mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", "1",
+                self.a.train, self.a.config, "--set", f"data.train={self.a.data}/train",
+                "--set", f"data.val={self.a.data}/val", "--set", f"run.dir={run_dir}",
+                "--set", f"train.steps={FAULT_STEPS}", "--set", "train.global_batch=2", "--set", "train.micro_batch=2",
+                "--set", "train.warmup=2", "--set", "log.every=1", "--set", "eval.every=1000",
+                "--set", "eval.batches=1", "--set", "checkpoint.every=2", "--set", "checkpoint.keep=10"] + list(extra)
+
+    def check_fault_matrix(self):
+        started = time.time()
+        root = fresh_dir(os.path.join(self.work, "fault_matrix"))
+        ref_dir = os.path.join(root, "ref")
+        self.run(self.fault_command(ref_dir))
+        want = metrics_lines(ref_dir)
+        final_train = [l for l in want if '"split": "train"' in l][-1]
+        # The folder every case starts from: checkpoints 2 and 4 (the newest, which gets damaged).
+        base = fresh_dir(os.path.join(root, "base"))
+        for step in (2, 4):
+            shutil.copy(os.path.join(ref_dir, ckpt_name(step)), base)
+        shutil.copy(os.path.join(ref_dir, "metrics.jsonl"), base)
+        newest = os.path.join(base, ckpt_name(4))
+        size = os.path.getsize(newest)
+        seed = int(os.environ.get("RMX_FAULT_SEED", "13"))
+        rng = random.Random(seed)
+        cases = []  # (name, function damaging the copy of ckpt-4)
+
+        def flip(offset, bit):
+            def damage(path):
+                with open(path, "r+b") as f:
+                    f.seek(offset)
+                    byte = f.read(1)[0]
+                    f.seek(offset)
+                    f.write(bytes([byte ^ (1 << bit)]))
+            return damage
+
+        def truncate(length):
+            return lambda path: os.truncate(path, length)
+
+        def zero_page(offset):
+            def damage(path):
+                with open(path, "r+b") as f:
+                    f.seek(offset)
+                    f.write(bytes(4096))
+            return damage
+
+        # 14 flips in the first 16 KiB (checksum block, superblock, object headers), 22 anywhere.
+        offsets = sorted(rng.sample(range(16384), 14)) + sorted(rng.sample(range(16384, size), 22))
+        for off in offsets:
+            bit = rng.randrange(8)
+            cases.append((f"flip byte {off} bit {bit}", flip(off, bit)))
+        for length in (0, 7, 1000, 4096, 5000, size // 2, size - 1):
+            cases.append((f"truncate to {length}", truncate(length)))
+        for off in (0, 4096, (size // 2) // 4096 * 4096):
+            cases.append((f"zero the page at {off}", zero_page(off)))
+        print(f"{len(cases)} cases on {ckpt_name(4)} ({size} bytes), seed {seed} (RMX_FAULT_SEED)", flush=True)
+
+        ours = re.compile(r"checksum of bytes 4096\.\.\d+ differs: the file is damaged|of its checksum block "
+                          r"\(bytes 0\.\.4095\) differs|are all zero|bytes long")
+
+        def one(i, name, damage):
+            run_dir = os.path.join(root, f"case{i:02d}")
+            shutil.copytree(base, run_dir)
+            damage(os.path.join(run_dir, ckpt_name(4)))
+            p = subprocess.run(self.fault_command(run_dir), capture_output=True, text=True, env=env_with(),
+                               timeout=TIMEOUT)
+            out = p.stdout + p.stderr
+            if p.returncode != 0:
+                return name, None, f"exit {p.returncode}\n{out}"
+            resumed = re.findall(r"resumed from \S+/(ckpt-\d{8}\.h5) at step (\d+)", out)
+            if len(resumed) != 1:
+                return name, None, f"expected one 'resumed from' line\n{out}"
+            got = metrics_lines(run_dir)
+            if got != want:
+                last = [l for l in got if '"split": "train"' in l][-1:]
+                return name, None, f"metrics.jsonl differs from the uninterrupted run's (final train line {last}, " \
+                                   f"want {final_train})"
+            if resumed[0][0] == ckpt_name(4):
+                return name, "harmless", ""
+            line = next((l for l in out.splitlines() if "is damaged (" in l), "")
+            if resumed[0][0] != ckpt_name(2) or "falling back to " + ckpt_name(2) not in line:
+                return name, None, f"resumed from {resumed[0][0]} without the fallback line\n{out}"
+            if not ours.search(line):
+                return name, None, f"the damage was not caught by the whole-file checksum: {line}"
+            shutil.rmtree(run_dir, ignore_errors=True)
+            return name, "fell back", line
+
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(lambda c: one(c[0], *c[1]), enumerate(cases)))
+        failures = [(n, why) for n, kind, why in results if kind is None]
+        for n, kind, why in results:
+            print(f"  {n}: {kind or 'FAILED'}{': ' + why.split('checkpoint ', 1)[-1] if kind == 'fell back' else ''}")
+        if failures:
+            n, why = failures[0]
+            fail(f"{len(failures)} of {len(cases)} cases failed; the first, {n}: {why}")
+
+        # A checkpoint without the checksum block (the format before it) still loads, with a note.
+        old_dir = os.path.join(root, "old_format")
+        shutil.copytree(base, old_dir)
+        old = os.path.join(old_dir, ckpt_name(4))
+        strip_userblock(newest, old)
+        out = self.run(self.fault_command(old_dir))
+        if f"{old} has no whole-file checksum" not in out or f"resumed from {old} at step 4" not in out:
+            print(out)
+            fail("a checkpoint without the checksum block must load, with a note")
+        if metrics_lines(old_dir) != want:
+            fail("resumed from the old-format checkpoint, metrics.jsonl differs from the uninterrupted run's")
+        fell = sum(1 for _, kind, _ in results if kind == "fell back")
+        harmless = sum(1 for _, kind, _ in results if kind == "harmless")
+        print(f"{len(cases)} cases: {fell} fell back to {ckpt_name(2)}, {harmless} harmless; every one exit 0 "
+              f"with the uninterrupted run's metrics ({final_train}); old format loads with a note; "
+              f"{time.time() - started:.0f} s")
+
+
+def crc64(data, crc=0):
+    """CRC-64/XZ, as train/checkpoint.c (bytewise: for test files of a few MiB)."""
+    table = crc64.table
+    crc ^= 0xFFFFFFFFFFFFFFFF
+    for byte in data:
+        crc = table[(crc ^ byte) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFFFFFFFFFF
+
+
+crc64.table = []
+for _i in range(256):
+    for _ in range(8):
+        _i = (_i >> 1) ^ 0xC96C5795D7870F42 if _i & 1 else _i >> 1
+    crc64.table.append(_i)
+
+
+def reseal(path):
+    """Rewrites the checksum block of a checkpoint edited in place (length and both CRC-64s)."""
+    with open(path, "r+b") as f:
+        data = f.read()
+        block = bytearray(data[:4096])
+        struct.pack_into("<QQQ", block, 16, len(data), crc64(data[4096:]), 0)
+        struct.pack_into("<Q", block, 32, crc64(bytes(block)))
+        f.seek(0)
+        f.write(block)
+
+
+def strip_userblock(src, dst):
+    """Rewrites a checkpoint as HDF5 without the user block: the format before the checksum block."""
+    def copy(a, b):  # groups, attributes and chunked Fletcher32 datasets (H5Ocopy crashes h5py 3.7 here)
+        for key, value in a.attrs.items():
+            b.attrs[key] = value
+        for name, obj in a.items():
+            if isinstance(obj, h5py.Group):
+                copy(obj, b.create_group(name, track_order=False))
+            else:
+                b.create_dataset(name, data=obj[()], dtype=obj.dtype, chunks=obj.chunks, fletcher32=True)
+
+    with h5py.File(src, "r") as f, h5py.File(dst, "w", libver=("v108", "v108")) as g:
+        copy(f, g)
+
 
 def main():
     checks = ["reference", "bitexact", "bitexact_vq", "sigkill", "kill_during_write", "damaged", "worldsize",
-              "refuse", "h5py", "torch"]
+              "refuse", "h5py", "torch", "fault_matrix"]
     ap = argparse.ArgumentParser()
     ap.add_argument("check", choices=checks)
     ap.add_argument("--mpirun", required=True)

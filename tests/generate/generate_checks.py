@@ -236,7 +236,8 @@ class Checks:
         data = open(self.ckpt, "rb").read()
         open(damaged, "wb").write(data[: len(data) // 2])  # a copy cut short
         expect("a truncated checkpoint", [g, damaged, "--genre", "drums", "--out", out_dir], 4,
-               f"{damaged}: cannot open it as a checkpoint")
+               f"{damaged}: damaged checkpoint: it is {len(data) // 2} bytes long but was written with {len(data)}: "
+               "truncated")
         for bad in ("0", "-1"):
             expect(f"--count {bad}", [g, self.ckpt, "--genre", "drums", "--count", bad], 2, "--count: expected")
             expect(f"--seconds {bad}", [g, self.ckpt, "--genre", "drums", "--seconds", bad], 2, "--seconds: expected")

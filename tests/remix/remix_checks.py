@@ -555,7 +555,8 @@ class Checks:
         data = open(self.dit, "rb").read()
         open(damaged, "wb").write(data[: len(data) // 2])
         self.expect("a truncated copy", cmd(damaged), 4,
-                    [f"{cfg}: diffusion.checkpoint: {damaged}: cannot open it as a checkpoint"], run_dir)
+                    [f"{cfg}: diffusion.checkpoint: {damaged}: damaged checkpoint: it is {len(data) // 2} bytes long "
+                     f"but was written with {len(data)}: truncated"], run_dir)
         flipped = self.path("errors", "flipped.h5")
         shutil.copy(self.dit, flipped)
         with h5py.File(flipped, "r") as f:
@@ -567,7 +568,8 @@ class Checks:
             f.seek(offset + 100)
             f.write(bytes([byte[0] ^ 0x10]))
         self.expect("a bit flipped in /ema", cmd(flipped), 4,
-                    [f"{cfg}: diffusion.checkpoint: {flipped} is damaged", "blocks.0.attn.qkv.weight"], run_dir)
+                    [f"{cfg}: diffusion.checkpoint: {flipped}: damaged checkpoint: checksum of bytes 4096..",
+                     "differs: the file is damaged"], run_dir)
         notckpt = self.path("errors", "notes.h5")
         open(notckpt, "w").write("not a checkpoint\n")
         self.expect("not a checkpoint", cmd(notckpt), 4,
