@@ -2,8 +2,8 @@
 # The repository carries what its tests need: a copy of the checkout's files (tracked and new,
 # uncommitted edits included; what git ignores left out) in an empty temporary folder, with
 # nothing beside it, configures and passes the k8s manifest tests, which read the MPIJob CRD.
-# A test, script or build file that reads outside the repository (../shared/..., an absolute
-# path into the checkout's parent folder) fails here, while it passes in the checkout.
+# A test, script or build file that reads outside the repository (a sibling folder such as
+# shared/, an absolute path into the checkout's parent folder) fails here, while it passes in the checkout.
 #
 #   test_self_contained.sh SOURCE_DIR CMAKE CTEST
 set -euo pipefail
