@@ -4,6 +4,9 @@
 #
 #   docker build -t REGISTRY/remixer:TAG .          (from the repository root)
 #
+# The target `lambda` is another image, the inference service for AWS Lambda (below, and
+# deploy/README.md).
+#
 # Two stages: the CUDA "devel" image (nvcc, cuBLAS and NCCL headers) builds, the CUDA
 # "runtime" image (cuBLAS, NCCL, no compiler) runs. Both are Ubuntu 22.04, whose Open MPI
 # is 4.1: the MPI Operator's OMPI_MCA_orte_* settings are for Open MPI 4. Runtime library
@@ -11,6 +14,41 @@
 
 ARG CUDA_VERSION=12.4.1
 ARG UBUNTU_VERSION=22.04
+
+# ---------------------------------------------------------------------------------------
+# AWS Lambda container image of the inference service (deploy/README.md), a target of its
+# own, CPU only (Lambda has no GPU); the stages come first so that a plain `docker build .`
+# still ends at the training image. deploy/package-lambda.sh builds remixer-lambda on
+# Debian 12 and gathers it with every library it needs, glibc included, and the checkpoint;
+# the image puts that package on the provided:al2023 base image:
+#
+#   docker build --target lambda --build-context checkpoint=runs/diffusion \
+#       --build-arg LAMBDA_CHECKPOINT=ckpt-00400000.h5 -t remixer-lambda .
+#
+# (checkpoints are not in the build context: .dockerignore leaves out *.h5)
+FROM debian:12 AS lambda-build
+ENV DEBIAN_FRONTEND=noninteractive
+# scripts/setup-deps.sh's build dependencies, and those of the service and its Lambda runtime
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        build-essential cmake pkg-config \
+        libopenmpi-dev openmpi-bin \
+        libhdf5-dev libyaml-dev libsndfile1-dev libsoxr-dev libfftw3-dev \
+        libopenblas-dev libpng-dev librandom123-dev \
+        libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
+    && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY . .
+ARG LAMBDA_CHECKPOINT=model.h5
+RUN --mount=type=bind,from=checkpoint,target=/checkpoint \
+    deploy/package-lambda.sh build-lambda "/checkpoint/${LAMBDA_CHECKPOINT}" /out/lambda
+
+FROM public.ecr.aws/lambda/provided:al2023 AS lambda
+# The package in LAMBDA_TASK_ROOT (/var/task), its bootstrap also where the base image's
+# entry point starts the runtime (/var/runtime/bootstrap); the handler name is not used.
+COPY --from=lambda-build /out/lambda/ ${LAMBDA_TASK_ROOT}/
+COPY --from=lambda-build /out/lambda/bootstrap ${LAMBDA_RUNTIME_DIR}/bootstrap
+CMD ["remixer.handler"]
 
 # ---------------------------------------------------------------------------------------
 FROM nvidia/cuda:${CUDA_VERSION}-devel-ubuntu${UBUNTU_VERSION} AS build
@@ -26,6 +64,7 @@ RUN apt-get update \
         libopenmpi-dev openmpi-bin \
         libhdf5-dev libyaml-dev libsndfile1-dev libsoxr-dev libfftw3-dev \
         libopenblas-dev libpng-dev librandom123-dev \
+        libmicrohttpd-dev libjansson-dev libcurl4-openssl-dev libssl-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -58,6 +97,7 @@ RUN apt-get update \
         openmpi-bin libopenmpi3 \
         libhdf5-103-1 libyaml-0-2 libsndfile1 libsoxr0 libfftw3-single3 \
         libopenblas0 libpng16-16 libgomp1 \
+        libmicrohttpd12 libjansson4 libcurl4 libssl3 \
         openssh-server openssh-client procps \
     && rm -rf /var/lib/apt/lists/*
 

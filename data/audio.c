@@ -107,18 +107,11 @@ static void describe_missing(char *buf, size_t len, int64_t missing, int sample_
              sample_rate > 0 ? (double)missing / sample_rate : 0.0, RMX_AUDIO_MAX_MISSING_SECONDS);
 }
 
-/* Opens the file and checks its header; *missing is what a WAV/AIFF data chunk declares beyond
- * the file's end, in frames (within the bound, else the file is refused). */
-static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, int64_t *missing,
-                                   char *err, size_t errlen) {
-    *missing = 0;
-    rmx_audio_status s = check_file(path, err, errlen);
-    if (s != RMX_AUDIO_OK) return s;
-    memset(info, 0, sizeof *info);
-    pthread_mutex_lock(&g_open_lock);
-    SNDFILE *sf = sf_open(path, SFM_READ, info);
-    int code = sf ? SF_ERR_NO_ERROR : sf_error(NULL);
-    pthread_mutex_unlock(&g_open_lock);
+/* The header checks once libsndfile has opened (sf) or refused (sf NULL, libsndfile's `code`) a
+ * file; *missing is what a WAV/AIFF data chunk declares beyond the file's end, in frames (within
+ * the bound, else the file is refused). sf is closed on refusal. */
+static rmx_audio_status check_opened(SNDFILE *sf, int code, SNDFILE **out, SF_INFO *info, int64_t *missing,
+                                     char *err, size_t errlen) {
     if (!sf) {
         if (code == SF_ERR_UNRECOGNISED_FORMAT)
             return fail(RMX_AUDIO_NOT_AUDIO, err, errlen, "not an audio file libsndfile can read (%s)",
@@ -157,6 +150,65 @@ static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *inf
     }
     *out = sf;
     return RMX_AUDIO_OK;
+}
+
+/* Opens the file and checks its header (check_opened). */
+static rmx_audio_status open_audio(const char *path, SNDFILE **out, SF_INFO *info, int64_t *missing,
+                                   char *err, size_t errlen) {
+    *missing = 0;
+    rmx_audio_status s = check_file(path, err, errlen);
+    if (s != RMX_AUDIO_OK) return s;
+    memset(info, 0, sizeof *info);
+    pthread_mutex_lock(&g_open_lock);
+    SNDFILE *sf = sf_open(path, SFM_READ, info);
+    int code = sf ? SF_ERR_NO_ERROR : sf_error(NULL);
+    pthread_mutex_unlock(&g_open_lock);
+    return check_opened(sf, code, out, info, missing, err, errlen);
+}
+
+/* ---- audio in memory: libsndfile's virtual I/O over a read-only buffer ---- */
+
+typedef struct {
+    const unsigned char *data;
+    size_t len, pos;
+} mem_reader;
+
+static sf_count_t mem_length(void *user) { return (sf_count_t)((mem_reader *)user)->len; }
+
+static sf_count_t mem_seek(sf_count_t offset, int whence, void *user) {
+    mem_reader *m = user;
+    sf_count_t base = whence == SEEK_CUR ? (sf_count_t)m->pos : whence == SEEK_END ? (sf_count_t)m->len : 0;
+    if (base + offset < 0) return -1;
+    m->pos = (size_t)(base + offset);
+    return (sf_count_t)m->pos;
+}
+
+static sf_count_t mem_read(void *ptr, sf_count_t count, void *user) {
+    mem_reader *m = user;
+    size_t have = m->pos < m->len ? m->len - m->pos : 0, want = (size_t)count < have ? (size_t)count : have;
+    memcpy(ptr, m->data + m->pos, want);
+    m->pos += want;
+    return (sf_count_t)want;
+}
+
+static sf_count_t mem_write(const void *ptr, sf_count_t count, void *user) {
+    (void)ptr, (void)count, (void)user;
+    return 0;
+}
+
+static sf_count_t mem_tell(void *user) { return (sf_count_t)((mem_reader *)user)->pos; }
+
+static rmx_audio_status open_memory(mem_reader *m, SNDFILE **out, SF_INFO *info, int64_t *missing, char *err,
+                                    size_t errlen) {
+    *missing = 0;
+    if (m->len == 0) return fail(RMX_AUDIO_EMPTY, err, errlen, "%s", "empty (0 bytes)");
+    memset(info, 0, sizeof *info);
+    SF_VIRTUAL_IO io = {mem_length, mem_seek, mem_read, mem_write, mem_tell};
+    pthread_mutex_lock(&g_open_lock);
+    SNDFILE *sf = sf_open_virtual(&io, SFM_READ, info, m);
+    int code = sf ? SF_ERR_NO_ERROR : sf_error(NULL);
+    pthread_mutex_unlock(&g_open_lock);
+    return check_opened(sf, code, out, info, missing, err, errlen);
 }
 
 static void info_from_sndfile(const SF_INFO *si, int64_t missing, rmx_audio_info *info) {
@@ -235,6 +287,31 @@ static rmx_audio_status decode_mono(SNDFILE *sf, const SF_INFO *si, float **out,
     return RMX_AUDIO_OK;
 }
 
+/* Decodes an opened file (closing it), checks the shortfall and resamples. */
+static rmx_audio_status load_opened(SNDFILE *sf, const SF_INFO *si, int64_t missing, int target_rate, float **out,
+                                    int64_t *n, rmx_audio_info *info, char *err, size_t errlen) {
+    float *mono = NULL;
+    int64_t frames = 0;
+    rmx_audio_status s = decode_mono(sf, si, &mono, &frames, err, errlen);
+    sf_close(sf);
+    if (s != RMX_AUDIO_OK) return s;
+    /* what the data chunk lacks and what the decoder did not deliver: one shortfall, one bound */
+    missing += si->frames - frames;
+    if (missing > rmx_audio_max_missing(si->samplerate)) {
+        char why[128];
+        describe_missing(why, sizeof why, missing, si->samplerate);
+        free(mono);
+        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames (%s)",
+                   (long long)frames, (long long)(frames + missing), why);
+        return RMX_AUDIO_TRUNCATED;
+    }
+    info_from_sndfile(si, missing, info);
+    info->frames = frames;
+    int rc = rmx_audio_resample(mono, frames, si->samplerate, target_rate, out, n, err, errlen);
+    free(mono);
+    return rc == 0 ? RMX_AUDIO_OK : RMX_AUDIO_TRUNCATED;
+}
+
 rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **out, int64_t *n,
                                      rmx_audio_info *info, char *err, size_t errlen) {
     SNDFILE *sf = NULL;
@@ -242,26 +319,31 @@ rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **
     int64_t missing = 0;
     rmx_audio_status s = open_audio(path, &sf, &si, &missing, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
-    float *mono = NULL;
-    int64_t frames = 0;
-    s = decode_mono(sf, &si, &mono, &frames, err, errlen);
-    sf_close(sf);
+    return load_opened(sf, &si, missing, target_rate, out, n, info, err, errlen);
+}
+
+rmx_audio_status rmx_audio_probe_memory(const void *data, size_t len, rmx_audio_info *info, char *err,
+                                        size_t errlen) {
+    mem_reader m = {data, len, 0};
+    SNDFILE *sf = NULL;
+    SF_INFO si;
+    int64_t missing = 0;
+    rmx_audio_status s = open_memory(&m, &sf, &si, &missing, err, errlen);
     if (s != RMX_AUDIO_OK) return s;
-    /* what the data chunk lacks and what the decoder did not deliver: one shortfall, one bound */
-    missing += si.frames - frames;
-    if (missing > rmx_audio_max_missing(si.samplerate)) {
-        char why[128];
-        describe_missing(why, sizeof why, missing, si.samplerate);
-        free(mono);
-        rmx_seterr(err, errlen, "truncated or corrupt: decoded %lld of %lld frames (%s)",
-                   (long long)frames, (long long)(frames + missing), why);
-        return RMX_AUDIO_TRUNCATED;
-    }
     info_from_sndfile(&si, missing, info);
-    info->frames = frames;
-    int rc = rmx_audio_resample(mono, frames, si.samplerate, target_rate, out, n, err, errlen);
-    free(mono);
-    return rc == 0 ? RMX_AUDIO_OK : RMX_AUDIO_TRUNCATED;
+    sf_close(sf);
+    return RMX_AUDIO_OK;
+}
+
+rmx_audio_status rmx_audio_load_mono_memory(const void *data, size_t len, int target_rate, float **out, int64_t *n,
+                                            rmx_audio_info *info, char *err, size_t errlen) {
+    mem_reader m = {data, len, 0};
+    SNDFILE *sf = NULL;
+    SF_INFO si;
+    int64_t missing = 0;
+    rmx_audio_status s = open_memory(&m, &sf, &si, &missing, err, errlen);
+    if (s != RMX_AUDIO_OK) return s;
+    return load_opened(sf, &si, missing, target_rate, out, n, info, err, errlen);
 }
 
 int64_t rmx_audio_resampled_length(int64_t n, int in_rate, int out_rate) {

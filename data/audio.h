@@ -57,6 +57,16 @@ rmx_audio_status rmx_audio_probe(const char *path, rmx_audio_info *info, char *e
 rmx_audio_status rmx_audio_load_mono(const char *path, int target_rate, float **out, int64_t *n,
                                      rmx_audio_info *info, char *err, size_t errlen);
 
+/* rmx_audio_probe for a file held in memory: what its header says, nothing decoded (a caller can
+ * refuse audio that is too long before decoding it; decoding never goes past the header's frames). */
+rmx_audio_status rmx_audio_probe_memory(const void *data, size_t len, rmx_audio_info *info, char *err,
+                                        size_t errlen);
+
+/* rmx_audio_load_mono for a file held in memory (an upload): data[0 .. len) is read through
+ * libsndfile's virtual I/O with the same checks (0 bytes: RMX_AUDIO_EMPTY). */
+rmx_audio_status rmx_audio_load_mono_memory(const void *data, size_t len, int target_rate, float **out, int64_t *n,
+                                            rmx_audio_info *info, char *err, size_t errlen);
+
 /* The number of samples rmx_audio_resample produces for `n` input samples. */
 int64_t rmx_audio_resampled_length(int64_t n, int in_rate, int out_rate);
 

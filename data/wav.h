@@ -48,4 +48,9 @@ void rmx_wav_default_options(rmx_wav_options *o);
 int rmx_wav_write(const char *path, const float *x, int64_t n, int sample_rate, const rmx_wav_options *o,
                   rmx_wav_report *report, char *err, size_t errlen);
 
+/* The same WAV file in memory (libsndfile virtual I/O): the bytes rmx_wav_write would write.
+ * *out (malloc'd, the caller frees) holds *out_len bytes. 0, or -1 with a message. */
+int rmx_wav_encode(const float *x, int64_t n, int sample_rate, const rmx_wav_options *o, rmx_wav_report *report,
+                   unsigned char **out, size_t *out_len, char *err, size_t errlen);
+
 #endif

@@ -15,25 +15,23 @@
 #include "util/fsutil.h"
 #include "util/log.h"
 
-int rmx_infer_load_audio(const char *path, const rmx_mel_params *p, rmx_infer_audio *out, char *err,
-                         size_t errlen) {
-    memset(out, 0, sizeof *out);
+/* The status of a decode that failed, as an exit code. */
+static int audio_failure(rmx_audio_status s) {
+    return s == RMX_AUDIO_UNREADABLE || s == RMX_AUDIO_EMPTY || s == RMX_AUDIO_NOT_AUDIO || s == RMX_AUDIO_TRUNCATED
+               ? RMX_EXIT_DATA
+               : RMX_EXIT_FAILURE;
+}
+
+/* out->samples decoded: its log-mel, every frame. `name` prefixes the messages. */
+static int compute_logmel(const char *name, const rmx_mel_params *p, rmx_infer_audio *out, char *err,
+                          size_t errlen) {
     char why[1024];
-    double t0 = rmx_now_s();
-    rmx_audio_status s = rmx_audio_load_mono(path, p->sample_rate, &out->samples, &out->n, &out->info, why, sizeof why);
-    if (s != RMX_AUDIO_OK) {
-        rmx_seterr(err, errlen, "%s: %s", path, why);
-        return s == RMX_AUDIO_UNREADABLE || s == RMX_AUDIO_EMPTY || s == RMX_AUDIO_NOT_AUDIO || s == RMX_AUDIO_TRUNCATED
-                   ? RMX_EXIT_DATA
-                   : RMX_EXIT_FAILURE;
-    }
     if (out->n < 1) {
         rmx_infer_audio_free(out);
-        rmx_seterr(err, errlen, "%s: no audio samples after decoding", path);
+        rmx_seterr(err, errlen, "%s: no audio samples after decoding", name);
         return RMX_EXIT_DATA;
     }
-    out->decode_s = rmx_now_s() - t0;
-    t0 = rmx_now_s();
+    double t0 = rmx_now_s();
     rmx_mel *mel = rmx_mel_create(p->sample_rate, p->n_fft, p->hop_length, p->n_mels, p->fmin, p->fmax, p->log_floor,
                                   why, sizeof why);
     if (!mel) {
@@ -48,11 +46,40 @@ int rmx_infer_load_audio(const char *path, const rmx_mel_params *p, rmx_infer_au
     rmx_mel_free(mel);
     if (rc != 0) {
         rmx_infer_audio_free(out);
-        rmx_seterr(err, errlen, "%s: %s", path, why);
+        rmx_seterr(err, errlen, "%s: %s", name, why);
         return RMX_EXIT_FAILURE;
     }
     out->mel_s = rmx_now_s() - t0;
     return RMX_EXIT_OK;
+}
+
+int rmx_infer_load_audio(const char *path, const rmx_mel_params *p, rmx_infer_audio *out, char *err,
+                         size_t errlen) {
+    memset(out, 0, sizeof *out);
+    char why[1024];
+    double t0 = rmx_now_s();
+    rmx_audio_status s = rmx_audio_load_mono(path, p->sample_rate, &out->samples, &out->n, &out->info, why, sizeof why);
+    if (s != RMX_AUDIO_OK) {
+        rmx_seterr(err, errlen, "%s: %s", path, why);
+        return audio_failure(s);
+    }
+    out->decode_s = rmx_now_s() - t0;
+    return compute_logmel(path, p, out, err, errlen);
+}
+
+int rmx_infer_load_audio_memory(const void *data, size_t len, const char *name, const rmx_mel_params *p,
+                                rmx_infer_audio *out, char *err, size_t errlen) {
+    memset(out, 0, sizeof *out);
+    char why[1024];
+    double t0 = rmx_now_s();
+    rmx_audio_status s =
+        rmx_audio_load_mono_memory(data, len, p->sample_rate, &out->samples, &out->n, &out->info, why, sizeof why);
+    if (s != RMX_AUDIO_OK) {
+        rmx_seterr(err, errlen, "%s: %s", name, why);
+        return audio_failure(s);
+    }
+    out->decode_s = rmx_now_s() - t0;
+    return compute_logmel(name, p, out, err, errlen);
 }
 
 void rmx_infer_audio_free(rmx_infer_audio *a) {

@@ -29,6 +29,9 @@ typedef struct {
  * a file that is not usable audio (missing, empty, not audio, truncated), RMX_EXIT_FAILURE else. */
 int rmx_infer_load_audio(const char *path, const rmx_mel_params *p, rmx_infer_audio *out, char *err,
                          size_t errlen);
+/* The same for a file held in memory (an upload); `name` prefixes the messages ("original: ..."). */
+int rmx_infer_load_audio_memory(const void *data, size_t len, const char *name, const rmx_mel_params *p,
+                                rmx_infer_audio *out, char *err, size_t errlen);
 void rmx_infer_audio_free(rmx_infer_audio *a);
 
 /* Mean and standard deviation of n values (two passes in double; std 1 when below 1e-6, as the

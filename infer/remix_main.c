@@ -15,6 +15,7 @@
 #include "data/vocoder.h"
 #include "data/wav.h"
 #include "infer/infer.h"
+#include "infer/remixer.h"
 #include "kernels/backend.h"
 #include "model/diffusion.h"
 #include "train/diffusion_ckpt.h"
@@ -33,7 +34,7 @@ static const char *const USAGE =
     "  --original A          the song whose content is kept (any length)\n"
     "  --style B             the song whose character is taken\n"
     "  -o, --out OUT.wav     where to write\n"
-    "  --strength S          how far A is noised before it is redrawn, 0 (unchanged) .. 1 [0.6]\n"
+    "  --strength S          how far A is noised before it is redrawn, 0 (unchanged) .. 1 [0.5]\n"
     "  --style-scale W       style guidance: 0 no style, 1 style tokens without guidance [2]\n"
     "  --steps K             DDIM steps over the whole schedule (about K x S run) [50]\n"
     "  --seed N              seed of the noise and of Griffin-Lim's phase [0]\n"
@@ -44,7 +45,8 @@ static const char *const USAGE =
     "  -h, --help            this text\n\n"
     "exit codes: 0 written, 1 runtime failure, 2 bad command line or an output folder that is\n"
     "            missing or not writable, 3 A or B is not usable audio (missing, empty, not audio,\n"
-    "            truncated), 4 checkpoint refused (missing, damaged, not of stage remix)\n";
+    "            truncated, shorter than one STFT window), 4 checkpoint refused (missing, damaged,\n"
+    "            not of stage remix)\n";
 
 typedef struct {
     const char *checkpoint, *original, *style, *out, *device;
@@ -75,8 +77,10 @@ static int parse_args(int argc, char **argv, cli *c) {
         {"seed", required_argument, NULL, O_SEED}, {"style-offset", required_argument, NULL, O_OFFSET},
         {"iterations", required_argument, NULL, O_ITER}, {"device", required_argument, NULL, O_DEVICE},
         {"threads", required_argument, NULL, O_THREADS}, {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
-    *c = (cli){.device = "auto", .strength = 0.6, .style_scale = 2.0, .steps = 50,
-               .iterations = RMX_VOCODER_DEFAULT_ITERATIONS};
+    rmx_remix_options defaults;
+    rmx_remix_default_options(&defaults);
+    *c = (cli){.device = "auto", .strength = defaults.strength, .style_scale = defaults.style_scale,
+               .steps = defaults.steps, .iterations = defaults.iterations};
     opterr = 0;
     int ch;
     long v;
@@ -139,72 +143,41 @@ static int parse_args(int argc, char **argv, cli *c) {
     return -1;
 }
 
-/* The remix of a batch of segments, between the encoder and the decoder. */
-typedef struct {
-    rmx_diffusion_ckpt *m;
-    const cli *c;
-    const float *style; /* backend [1, C, H, W], scaled */
-    float *styles;      /* backend [batch, C, H, W]: the style for each segment of a batch */
-    size_t per;
-    int steps_run;
-} remix_pass;
-
-static void remix_segments(void *arg, int n, int64_t first, float *z) {
-    remix_pass *r = arg;
-    if (r->c->strength <= 0) return; /* the original through the autoencoder, bit for bit */
-    rmx_backend *be = rmx_ae_backend(r->m->fae.ae);
-    for (int i = 0; i < n; i++) be->copy(be, r->styles + (size_t)i * r->per, r->style, sizeof(float) * r->per);
-    be->scale(be, r->per * (size_t)n, r->m->latent_scale, z);
-    int64_t keys[64];
-    for (int i = 0; i < n; i++) keys[i] = first + i;
-    rmx_style_eps ctx;
-    rmx_eps_model model = rmx_dit_style_eps_model(r->m->dit, n, r->styles, &ctx);
-    rmx_ddim_config dc = {.steps = r->c->steps, .cfg = (float)r->c->style_scale, .seed = r->c->seed, .keys = keys};
-    r->steps_run = rmx_remix_sample(&model, &r->m->sched, &dc, n, (float)r->c->strength, z);
-    rmx_style_eps_free(&ctx);
-    be->scale(be, r->per * (size_t)n, 1.0f / r->m->latent_scale, z);
-}
-
-/* One segment of B's normalised mel from `offset` frames on (the last one when B ends sooner),
- * padded with `pad` when B is shorter than a segment: seg [M][T]. */
-static void style_segment(const rmx_infer_audio *b, const rmx_mel_params *p, int T, int64_t offset, float pad,
-                          float *seg) {
-    const int M = p->n_mels;
-    if (offset > b->frames - T) offset = b->frames > T ? b->frames - T : 0;
-    for (int m = 0; m < M; m++)
-        for (int t = 0; t < T; t++) {
-            int64_t f = offset + t;
-            seg[(size_t)m * T + t] =
-                f < b->frames ? (b->logmel[(size_t)m * b->frames + f] - p->norm_mean) / p->norm_std : pad;
-        }
-}
-
-static int load_inputs(const cli *c, const rmx_mel_params *p, rmx_infer_audio *a, rmx_infer_audio *b) {
+/* One input decoded and long enough: RMX_EXIT_OK, or the exit code after saying why. */
+static int load_input(const char *opt, const char *path, const rmx_mel_params *p, rmx_infer_audio *x) {
     char err[4096];
-    int code = rmx_infer_load_audio(c->original, p, a, err, sizeof err);
+    int code = rmx_infer_load_audio(path, p, x, err, sizeof err);
     if (code != RMX_EXIT_OK) {
-        rmx_error("--original: %s", err);
+        rmx_error("%s: %s", opt, err);
         return code;
     }
-    code = rmx_infer_load_audio(c->style, p, b, err, sizeof err);
-    if (code != RMX_EXIT_OK) {
-        rmx_error("--style: %s", err);
-        rmx_infer_audio_free(a);
+    if (rmx_remix_check_length(p, x, err, sizeof err) != 0) {
+        rmx_error("%s: %s: %s", opt, path, err);
+        rmx_infer_audio_free(x);
+        return RMX_EXIT_DATA;
     }
-    return code;
+    return RMX_EXIT_OK;
 }
 
-static int write_wav(const cli *c, const rmx_diffusion_ckpt *m, const float *audio, int64_t n, int64_t style_frame,
-                     int steps_run) {
+static int load_inputs(const cli *c, const rmx_diffusion_ckpt *m, rmx_infer_audio *a, rmx_infer_audio *b) {
+    int code = load_input("--original", c->original, &m->fae.audio, a);
+    if (code != RMX_EXIT_OK) return code;
+    if ((code = load_input("--style", c->style, &m->fae.audio, b)) != RMX_EXIT_OK) {
+        rmx_infer_audio_free(a);
+        return code;
+    }
+    if (rmx_remix_style_is_padded(m, b))
+        rmx_warn("--style: %s is shorter than one segment (%.2f s of %.2f s): the rest of its segment is silence",
+                 c->style, (double)b->n / m->fae.audio.sample_rate,
+                 (double)m->fae.hp.frames * m->fae.audio.hop_length / m->fae.audio.sample_rate);
+    return RMX_EXIT_OK;
+}
+
+static int write_wav(const cli *c, const rmx_diffusion_ckpt *m, const rmx_remix_options *o, const float *audio,
+                     int64_t n, const rmx_remix_facts *f) {
     const rmx_mel_params *p = &m->fae.audio;
     char title[256], comment[8192], err[2048];
-    snprintf(title, sizeof title, "remix of %s in the style of %s", c->original, c->style);
-    snprintf(comment, sizeof comment,
-             "remixer-remix %s step %" PRId64 ": original=%s; style=%s; style_offset_frames=%" PRId64
-             "; strength=%g; style_scale=%g; steps=%d (run per segment: %d); seed=%" PRIu64
-             "; griffin_lim_iterations=%d; sample_rate=%d; n_fft=%d; hop_length=%d; n_mels=%d",
-             m->path, m->step, c->original, c->style, style_frame, c->strength, c->style_scale, c->steps, steps_run,
-             c->seed, c->iterations, p->sample_rate, p->n_fft, p->hop_length, p->n_mels);
+    rmx_remix_wav_text(m, o, c->original, c->style, f, title, sizeof title, comment, sizeof comment);
     rmx_wav_options wo;
     rmx_wav_default_options(&wo);
     wo.title = title;
@@ -219,6 +192,41 @@ static int write_wav(const cli *c, const rmx_diffusion_ckpt *m, const float *aud
     return RMX_EXIT_OK;
 }
 
+/* The original through the model and the vocoder, then the file. */
+static int remix(const cli *c, rmx_diffusion_ckpt *m, const rmx_infer_audio *a, const rmx_infer_audio *b) {
+    const rmx_mel_params *p = &m->fae.audio;
+    rmx_remix_options o = {.strength = c->strength, .style_scale = c->style_scale, .style_offset = c->style_offset,
+                           .steps = c->steps, .iterations = c->iterations, .threads = c->threads, .seed = c->seed};
+    rmx_remix_facts f;
+    char err[4096];
+    float *y = malloc(sizeof(float) * (size_t)p->n_mels * a->frames), *audio = NULL;
+    if (!y) {
+        rmx_error("out of memory for %" PRId64 " frames", a->frames);
+        return RMX_EXIT_FAILURE;
+    }
+    printf("%s: %.2f s; style %s from %.2f s; strength %g, style guidance %g, %d DDIM steps, seed %" PRIu64 "\n",
+           c->original, (double)a->n / p->sample_rate, c->style,
+           (double)llround(c->style_offset * p->sample_rate / p->hop_length) * p->hop_length / p->sample_rate,
+           c->strength, c->style_scale, c->steps, c->seed);
+    rmx_infer_bar bar = {0};
+    int64_t n = 0;
+    int code = RMX_EXIT_OK;
+    if (rmx_remix_mel(m, a, b, &o, rmx_infer_progress, &bar, y, &f, err, sizeof err) != 0) {
+        rmx_error("%s: %s", c->checkpoint, err);
+        code = RMX_EXIT_FAILURE;
+    } else {
+        if (rmx_remix_vocode(p, y, a->frames, a->n, &o, rmx_infer_progress, &bar, &audio, &n, err, sizeof err) != 0) {
+            rmx_error("%s", err);
+            code = RMX_EXIT_FAILURE;
+        }
+        rmx_infer_bar_finish(&bar);
+    }
+    if (code == RMX_EXIT_OK) code = write_wav(c, m, &o, audio, n, &f);
+    free(audio);
+    free(y);
+    return code;
+}
+
 static int run(const cli *c, rmx_backend *be) {
     char err[4096];
     rmx_diffusion_ckpt m;
@@ -227,71 +235,12 @@ static int run(const cli *c, rmx_backend *be) {
         rmx_error("%s", err);
         return code;
     }
-    const rmx_mel_params *p = &m.fae.audio;
-    const int M = p->n_mels, T = m.fae.hp.frames;
     rmx_infer_audio a, b;
-    if ((code = load_inputs(c, p, &a, &b)) != RMX_EXIT_OK) {
-        rmx_diffusion_ckpt_free(&m);
-        return code;
+    if ((code = load_inputs(c, &m, &a, &b)) == RMX_EXIT_OK) {
+        code = remix(c, &m, &a, &b);
+        rmx_infer_audio_free(&a);
+        rmx_infer_audio_free(&b);
     }
-    const float pad = (logf(p->log_floor) - p->norm_mean) / p->norm_std;
-    const int64_t style_frame = (int64_t)llround(c->style_offset * p->sample_rate / p->hop_length);
-    float *seg = malloc(sizeof(float) * (size_t)M * T);
-    float *x = malloc(sizeof(float) * (size_t)M * a.frames), *y = malloc(sizeof(float) * (size_t)M * a.frames);
-    if (!seg || !x || !y) {
-        rmx_error("out of memory for %" PRId64 " frames", a.frames);
-        return RMX_EXIT_FAILURE;
-    }
-    style_segment(&b, p, T, style_frame, pad, seg);
-    for (int64_t i = 0; i < (int64_t)M * a.frames; i++) x[i] = (a.logmel[i] - p->norm_mean) / p->norm_std;
-
-    int lc, lh, lw;
-    rmx_ae_latent_shape(m.fae.ae, &lc, &lh, &lw);
-    const int batch = 4;
-    remix_pass rp = {.m = &m, .c = c, .per = (size_t)lc * lh * lw};
-    float *dev_seg = be->alloc(be, sizeof(float) * (size_t)M * T);
-    float *style = be->alloc(be, sizeof(float) * rp.per);
-    rp.styles = be->alloc(be, sizeof(float) * rp.per * batch);
-    be->to_backend(be, dev_seg, seg, sizeof(float) * (size_t)M * T);
-    rmx_frozen_ae_scaled_latents(&m.fae, 1, dev_seg, m.latent_scale, style);
-    rp.style = style;
-    printf("%s: %.2f s; style %s from %.2f s; strength %g, style guidance %g, %d DDIM steps, seed %" PRIu64 "\n",
-           c->original, (double)a.n / p->sample_rate, c->style, (double)style_frame * p->hop_length / p->sample_rate,
-           c->strength, c->style_scale, c->steps, c->seed);
-    rmx_infer_bar bar = {0};
-    rmx_infer_latent_pass pass = {remix_segments, &rp, "remix"};
-    code = rmx_infer_autoencode(&m.fae, x, a.frames, T / 8, batch, pad, &pass, y, rmx_infer_progress, &bar, err,
-                                sizeof err) == 0
-               ? RMX_EXIT_OK
-               : RMX_EXIT_FAILURE;
-    if (code != RMX_EXIT_OK) rmx_error("%s: %s", c->checkpoint, err);
-
-    rmx_vocoder *voc = code == RMX_EXIT_OK ? rmx_vocoder_create(p, err, sizeof err) : NULL;
-    float *audio = NULL;
-    int64_t n = 0;
-    if (code == RMX_EXIT_OK) {
-        rmx_vocoder_options vo;
-        rmx_vocoder_default_options(&vo);
-        vo.iterations = c->iterations;
-        vo.seed = c->seed;
-        vo.threads = c->threads;
-        vo.progress = rmx_infer_progress;
-        vo.progress_ctx = &bar;
-        if (!voc || rmx_vocoder_run(voc, y, a.frames, a.n, &vo, &audio, &n, NULL, err, sizeof err) != 0) {
-            rmx_error("vocoder: %s", err);
-            code = RMX_EXIT_FAILURE;
-        }
-        rmx_infer_bar_finish(&bar);
-    }
-    if (code == RMX_EXIT_OK) code = write_wav(c, &m, audio, n, style_frame, rp.steps_run);
-    free(audio);
-    rmx_vocoder_free(voc);
-    be->free(be, dev_seg);
-    be->free(be, style);
-    be->free(be, rp.styles);
-    free(seg), free(x), free(y);
-    rmx_infer_audio_free(&a);
-    rmx_infer_audio_free(&b);
     rmx_diffusion_ckpt_free(&m);
     return code;
 }

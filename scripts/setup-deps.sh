@@ -19,6 +19,9 @@ packages=(
   shellcheck                            # tests lint the launcher scripts
   sox                                   # vocoder tests synthesise a music recording, encode it to OGG
   clang libclang-rt-14-dev              # tests/fuzz: libFuzzer harnesses with ASan/UBSan
+  libcurl4-openssl-dev libssl-dev zip   # lambda/: Runtime API client, base64 (libcrypto); the Lambda zip
+  libmicrohttpd-dev libjansson-dev      # serve/: remixer-serve's HTTP server and JSON
+  chromium chromium-driver python3-selenium  # tests/serve: the page in a real (headless) browser
 )
 if [[ "${1:-}" == "--bench" ]]; then
   packages+=(python3-torch)

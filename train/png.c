@@ -53,16 +53,14 @@ static void render(uint8_t *img, int width, const float *const *panels, int rows
         }
 }
 
-static int write_png(const char *path, const uint8_t *img, int width, int height, char *err,
-                     size_t errlen) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return rmx_seterr(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+/* The PNG stream into f (a file or an open_memstream); `what` names it in messages. */
+static int write_png_stream(FILE *f, const char *what, const uint8_t *img, int width, int height, char *err,
+                            size_t errlen) {
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info || setjmp(png_jmpbuf(png))) {
         png_destroy_write_struct(&png, info ? &info : NULL);
-        fclose(f);
-        return rmx_seterr(err, errlen, "%s: libpng failed while writing", path);
+        return rmx_seterr(err, errlen, "%s: libpng failed while writing", what);
     }
     png_init_io(png, f);
     png_set_IHDR(png, info, (png_uint_32)width, (png_uint_32)height, 8, PNG_COLOR_TYPE_RGB,
@@ -71,18 +69,63 @@ static int write_png(const char *path, const uint8_t *img, int width, int height
     for (int y = 0; y < height; y++) png_write_row(png, img + (size_t)y * width * 3);
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
+    return 0;
+}
+
+static int write_png(const char *path, const uint8_t *img, int width, int height, char *err,
+                     size_t errlen) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return rmx_seterr(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+    if (write_png_stream(f, path, img, width, height, err, errlen) != 0) {
+        fclose(f);
+        return -1;
+    }
     if (fclose(f) != 0) return rmx_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
+    return 0;
+}
+
+/* The panels rendered into a fresh image (*w x *h RGB, malloc'd), or NULL. */
+static uint8_t *render_panels(const float *const *panels, int rows, int cols, int m, int t, float lo, float hi,
+                              int *w, int *h) {
+    if (lo >= hi) value_range(panels, rows * cols, (size_t)m * t, &lo, &hi);
+    int width = GAP + cols * (t + GAP), height = GAP + rows * (m + GAP);
+    uint8_t *img = malloc((size_t)width * height * 3);
+    if (!img) return NULL;
+    memset(img, 255, (size_t)width * height * 3);
+    render(img, width, panels, rows, cols, m, t, lo, hi);
+    *w = width;
+    *h = height;
+    return img;
+}
+
+int rmx_png_spectrograms_encode(const float *const *panels, int rows, int cols, int m, int t, float lo, float hi,
+                                unsigned char **out, size_t *out_len, char *err, size_t errlen) {
+    *out = NULL;
+    *out_len = 0;
+    int width = 0, height = 0;
+    uint8_t *img = render_panels(panels, rows, cols, m, t, lo, hi, &width, &height);
+    if (!img) return rmx_seterr(err, errlen, "PNG: out of memory for the image");
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    int rc = f ? write_png_stream(f, "PNG", img, width, height, err, errlen)
+               : rmx_seterr(err, errlen, "PNG: cannot open a memory stream: %s", strerror(errno));
+    if (f && fclose(f) != 0 && rc == 0) rc = rmx_seterr(err, errlen, "PNG: out of memory");
+    free(img);
+    if (rc != 0) {
+        free(buf);
+        return -1;
+    }
+    *out = (unsigned char *)buf;
+    *out_len = len;
     return 0;
 }
 
 int rmx_png_spectrograms(const char *path, const float *const *panels, int rows, int cols, int m,
                          int t, float lo, float hi, char *err, size_t errlen) {
-    if (lo >= hi) value_range(panels, rows * cols, (size_t)m * t, &lo, &hi);
-    int width = GAP + cols * (t + GAP), height = GAP + rows * (m + GAP);
-    uint8_t *img = calloc((size_t)width * height * 3, 1);
-    if (!img) return rmx_seterr(err, errlen, "%s: out of memory for a %dx%d image", path, width, height);
-    memset(img, 255, (size_t)width * height * 3);
-    render(img, width, panels, rows, cols, m, t, lo, hi);
+    int width = 0, height = 0;
+    uint8_t *img = render_panels(panels, rows, cols, m, t, lo, hi, &width, &height);
+    if (!img) return rmx_seterr(err, errlen, "%s: out of memory for the image", path);
     int rc = rmx_png_write_rgb(path, img, width, height, err, errlen);
     free(img);
     return rc;

@@ -9,6 +9,10 @@
 int rmx_png_spectrograms(const char *path, const float *const *panels, int rows, int cols, int m,
                          int t, float lo, float hi, char *err, size_t errlen);
 
+/* The same image as PNG bytes in memory: *out (malloc'd, the caller frees) holds *out_len bytes. */
+int rmx_png_spectrograms_encode(const float *const *panels, int rows, int cols, int m, int t, float lo, float hi,
+                                unsigned char **out, size_t *out_len, char *err, size_t errlen);
+
 /* Writes an 8-bit RGB image [height][width][3] durably (temporary name, fsync, rename). */
 int rmx_png_write_rgb(const char *path, const unsigned char *rgb, int width, int height, char *err,
                       size_t errlen);
