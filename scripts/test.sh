@@ -13,5 +13,7 @@ if [[ -n "${RMX_SANITIZE:-}" ]]; then
 fi
 export RMX_BUILD_DIR=${RMX_BUILD_DIR:-build}
 scripts/build.sh "${cmake_args[@]}"
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} RMX_NO_PROGRESS=1
+# Passive OpenMP waiting: tests run side by side on few cores, where libgomp's spinning idle
+# threads steal the cores other tests need (results do not depend on it).
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} RMX_NO_PROGRESS=1 OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 ctest --test-dir "$RMX_BUILD_DIR" --output-on-failure -j "$(nproc)" "$@"

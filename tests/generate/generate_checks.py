@@ -3,8 +3,8 @@
 diffusion transformer -> remixer-generate) into a test folder, then remixer-generate on its
 checkpoint. Each subcommand is one ctest test; it exits 1 with a message on failure.
 
-  pipeline      (fixture) scripts/demo.sh runs to the end and writes the clips; a second run
-                has nothing to do
+  pipeline      (fixture) scripts/demo.sh runs to the end and writes the clips and the remixes
+                (tests/remix/remix_quality.py judges those); a second run has nothing to do
   genres        a classifier built only from the real demo audio (genre_classifier.py) labels at
                 least 80 % of the generated clips as the genre requested; real held-out clips near
                 100 %
@@ -88,13 +88,21 @@ class Checks:
         if wavs != want:
             print(out[-3000:])
             fail(f"expected {want} in {self.clips}, found {wavs}")
-        if f"done: listen to {self.clips}/*.wav" not in out:
+        remixes = os.path.join(self.demo, "runs", "demo-remix", "remixes")
+        found = sorted(f for f in os.listdir(remixes) if f.endswith(".wav"))
+        want = [f"{g}-in-the-style-of-{s}.wav" for g, s in (("arpeggio", "chords"), ("chords", "drums"),
+                                                             ("drums", "noise"), ("noise", "arpeggio"))]
+        if found != want:
+            print(out[-3000:])
+            fail(f"expected {want} in {remixes}, found {found}")
+        if f"done: listen to {self.clips}/*.wav and {remixes}/*.wav" not in out:
             fail("the main job must end by saying where the WAVs are")
         again = run(["bash", os.path.join(self.a.repo, "scripts", "demo.sh")], env=self.demo_env())
-        if again.count("nothing to do") != 2 or "nothing to generate" not in again:
+        if again.count("nothing to do") != 3 or "nothing to generate" not in again or "nothing to remix" not in again:
             print(again)
-            fail("a second run must find both stages finished and the clips up to date")
-        print(f"pipeline: {len(wavs)} clips in {self.clips}; a second run has nothing to do")
+            fail("a second run must find the three stages finished and the clips and remixes up to date")
+        print(f"pipeline: {len(wavs)} clips in {self.clips}, {len(found)} remixes in {remixes}; "
+              "a second run has nothing to do")
 
     # ---- what the clips sound like ----
 

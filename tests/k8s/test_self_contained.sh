@@ -35,9 +35,10 @@ fi
 # No registered test names a path under the checkout's parent folder (where shared/ lives).
 parent=$(dirname "$src")
 if [[ $parent != / ]]; then
-  # (paths into the copy itself are fine, even when TMPDIR lies under that parent)
+  # (paths into the copy itself are fine, even when TMPDIR lies under that parent; a path counts
+  # where it starts, so a folder of the copy's build merely named like the parent does not)
   hits=$(find "$tmp/build" -name CTestTestfile.cmake -exec cat {} + |
-         awk -v t="$tmp/" '{ gsub(t, "") } 1' | grep -F "$parent/" || true)
+         awk -v t="$tmp/" '{ gsub(t, "") } 1' | grep -P "(^|[\\s\"'=;(])\\Q$parent/\\E" || true)
   if [[ -n $hits ]]; then
     printf '%s\n' "$hits" | head -20
     echo "FAIL: tests of the copy name paths under $parent/ (outside the repository)"

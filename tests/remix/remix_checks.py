@@ -28,9 +28,11 @@ Each subcommand is one ctest test; it exits 1 with a message on failure.
                 in the style of another song; the same call writes the same bytes; the output is
                 as long as the original and carries its settings in the WAV metadata; --strength 0
                 gives exactly remixer-reconstruct's samples (the original through the
-                autoencoder); another strength or style gives other audio; bad inputs: a stage-2
-                checkpoint (4), audio that is missing or not audio (3), a missing output folder or
-                option (2), each without leaving a file
+                autoencoder); another strength or style gives other audio; originals of 0.5 s (less
+                than a segment), 1 s and 10.5 s give remixes of their length, a style shorter than a
+                segment is padded with a warning; bad inputs: a stage-1 or stage-2 checkpoint (4),
+                audio that is missing, not audio or too short (3), a missing output folder or option
+                (2), each without leaving a file
 """
 import argparse
 import json
@@ -639,6 +641,16 @@ def wav_samples(path):
         return w.getframerate(), w.readframes(w.getnframes())
 
 
+def write_wav(path, x, rate):
+    """x (floats in [-1, 1]) as 16-bit mono PCM."""
+    import wave
+    with wave.open(path, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
 def wav_comment(path):
     """The LIST/INFO ICMT text of a WAV, or ''."""
     data = open(path, "rb").read()
@@ -671,7 +683,7 @@ class Program(Checks):
         if rate != rate0 or len(pcm) != len(pcm0):
             fail(f"the remix has {len(pcm) // 2} samples at {rate} Hz, the original {len(pcm0) // 2} at {rate0}")
         comment = wav_comment(a)
-        for want in ("strength=0.6", "style_scale=2", f"style={style}", f"original={original}", "seed=0"):
+        for want in ("strength=0.5", "style_scale=2", f"style={style}", f"original={original}", "seed=0"):
             if want not in comment:
                 fail(f"the WAV metadata lacks '{want}': {comment}")
         print(f"deterministic, {len(pcm) // 2} samples as the original, metadata: {comment[:80]}...")
@@ -688,6 +700,24 @@ class Program(Checks):
             if wav_samples(other)[1] == wav_samples(a)[1]:
                 fail(f"another {name} gave the same audio")
         print("another strength, another style: other audio")
+        # any length: shorter than one segment (0.5 s), a style shorter than a segment (padded,
+        # with a warning), and 3.5 segments' worth
+        source = wav_samples(original)[1]
+        pcm = np.frombuffer(source, dtype="<i2").astype(np.float64) / 32768.0
+        for seconds, style_song in ((0.5, style), (1.0, "short-style"), (10.5, style)):
+            if style_song == "short-style":
+                style_song = os.path.join(folder, "short-style.wav")
+                write_wav(style_song, pcm[:8000], 22050)  # 0.36 s: under a segment here (64 frames)
+            clip = os.path.join(folder, f"original-{seconds:g}.wav")
+            write_wav(clip, np.resize(pcm, int(seconds * 22050)), 22050)
+            got = os.path.join(folder, f"remix-{seconds:g}.wav")
+            text = self.remix(ckpt, clip, style_song, got)
+            n = len(wav_samples(got)[1]) // 2
+            if n != int(seconds * 22050):
+                fail(f"a {seconds:g} s original gave {n} samples, expected {int(seconds * 22050)}")
+            if style_song.endswith("short-style.wav") and "shorter than one segment" not in text:
+                fail(f"a style shorter than a segment must be named in a warning: {text}")
+        print("originals of 0.5, 1 and 10.5 s give remixes of their length; a 0.36 s style is padded with a warning")
         # bad inputs
         notaudio = os.path.join(folder, "notaudio.wav")
         open(notaudio, "w").write("not audio\n")
@@ -697,6 +727,11 @@ class Program(Checks):
                  ("a style that is not audio", [ckpt, original, notaudio, out], 3, "--style: " + notaudio),
                  ("a missing output folder", [ckpt, original, style, os.path.join(folder, "no", "x.wav")], 2,
                   "cannot write into folder")]
+        tiny = os.path.join(folder, "tiny.wav")  # 1000 samples: less than one STFT window (1024)
+        write_wav(tiny, np.full(1000, 0.1), 22050)
+        cases += [("a stage-1 checkpoint", [self.ae, original, style, out], 4, "remixing needs a stage-3 (remix)"),
+                  ("an original that is too short", [ckpt, tiny, style, out], 3, f"--original: {tiny}: too short"),
+                  ("a style that is too short", [ckpt, original, tiny, out], 3, f"--style: {tiny}: too short")]
         for what, (c, o, st, dst), rc, want in cases:
             text = self.remix(c, o, st, dst, rc=rc)
             if want not in text or os.path.exists(dst):
