@@ -125,6 +125,13 @@ static rmx_audio_status check_opened(SNDFILE *sf, int code, SNDFILE **out, SF_IN
         sf_close(sf);
         return fail(RMX_AUDIO_NOT_AUDIO, err, errlen, "%s", "header has no channels or no sample rate");
     }
+    if (info->samplerate < RMX_AUDIO_MIN_SAMPLE_RATE) {
+        int rate = info->samplerate;
+        sf_close(sf);
+        rmx_seterr(err, errlen, "sample rate %d Hz in the header, expected at least %d Hz", rate,
+                   RMX_AUDIO_MIN_SAMPLE_RATE);
+        return RMX_AUDIO_NOT_AUDIO;
+    }
     long long declared = 0, present = 0;
     if (header_claims_more_audio(sf, &declared, &present)) {
         int64_t lost = missing_frames(info, declared - present, present);

@@ -29,6 +29,10 @@ typedef enum {
  * at 22,050 Hz, 2.97 s), so a kept file loses at most its last segment; a cut-off copy or
  * download nearly always loses far more. */
 #define RMX_AUDIO_MAX_MISSING_SECONDS 1
+/* The lowest sample rate accepted: no music recording is sampled below it, and a header that says
+ * so is damaged (resampling 1 Hz to 22,050 Hz would turn a few kilobytes into gigabytes; a fuzz
+ * finding). */
+#define RMX_AUDIO_MIN_SAMPLE_RATE 4000
 
 /* What the header says, and what decodes. */
 typedef struct {

@@ -23,6 +23,9 @@ bin="${RMX_BUILD_DIR:-build}"
 [[ -n "${RMX_DEMO_NO_BUILD:-}" ]] || scripts/build.sh
 dir="${RMX_DEMO_DIR:-$repo}"
 data="$dir/demo-data" runs="$dir/runs" ranks="${RMX_RANKS:-2}" clips="${RMX_DEMO_CLIPS:-2}"
+# All cores for generating and remixing (nproc itself would answer OMP_NUM_THREADS), one thread
+# per rank for training.
+cores="$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 say() { printf '\n== %s\n' "$*"; }
 newest_checkpoint() { find "$1" -maxdepth 1 -name 'ckpt-*.h5' 2>/dev/null | sort | tail -n 1; }
@@ -62,7 +65,7 @@ for genre in "${genres[@]}"; do
 done
 if [[ "$stale" -eq 1 ]]; then
   say "generating $clips clips per genre with $dit"
-  OMP_NUM_THREADS="$(nproc)" "$bin"/infer/remixer-generate "$dit" --genre all --count "$clips" --out "$out"
+  OMP_NUM_THREADS="$cores" "$bin"/infer/remixer-generate "$dit" --genre all --count "$clips" --out "$out"
 else
   say "the clips in $out are newer than $dit: nothing to generate"
 fi
@@ -82,7 +85,7 @@ for ((i = 0; i < ${#genres[@]}; i++)); do
   style_song="$(find "$data/audio/$style" -name '*.wav' | sort | head -n 1)"
   [[ "$made" -eq 1 ]] || say "remixing each genre's first song in the style of the next genre's with $rmx"
   made=1
-  OMP_NUM_THREADS="$(nproc)" "$bin"/infer/remixer-remix "$rmx" --original "$original" --style "$style_song" -o "$wav"
+  OMP_NUM_THREADS="$cores" "$bin"/infer/remixer-remix "$rmx" --original "$original" --style "$style_song" -o "$wav"
 done
 [[ "$made" -eq 1 ]] || say "the remixes in $remixes are newer than $rmx: nothing to remix"
 say "done: listen to $out/*.wav and $remixes/*.wav (spectrograms of each evaluation: $runs/demo-*/eval-*.png)"
