@@ -6,7 +6,7 @@
 # and a short remix run; a sanitizer report fails the test that triggered it. The build goes to
 # build-asan/ (a CPU build: nvcc does not take the host compiler's -fsanitize flags).
 #   scripts/test-sanitize.sh            the subset
-#   scripts/test-sanitize.sh -R data    further ctest arguments narrow it
+#   scripts/test-sanitize.sh -E ckpt_   further ctest arguments (here: leave the checkpoint tests out)
 # The whole suite under sanitizers: RMX_SANITIZE=address,undefined scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
