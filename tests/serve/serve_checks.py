@@ -203,15 +203,19 @@ def raw_exchange(port, data, timeout=10):
         s.close()
 
 
-def write_wav(path, seconds, rate=RATE, freq=330.0):
+def write_wav(path, seconds, rate=RATE, freq=330.0, width=2):
+    """A sine as mono PCM of `width` bytes (1: unsigned 8-bit, 2: signed 16-bit)."""
     import math
     n = int(seconds * rate)
+    wave_at = [math.sin(2 * math.pi * freq * i / rate) for i in range(n)]
     with wave.open(path, "wb") as w:
         w.setnchannels(1)
-        w.setsampwidth(2)
+        w.setsampwidth(width)
         w.setframerate(rate)
-        w.writeframes(b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * freq * i / rate)))
-                               for i in range(n)))
+        if width == 1:
+            w.writeframes(bytes(128 + int(32 * x) for x in wave_at))
+        else:
+            w.writeframes(b"".join(struct.pack("<h", int(8000 * x)) for x in wave_at))
 
 
 class Checks:
@@ -551,8 +555,9 @@ class Checks:
         job_error("an original that is not audio", self.remix_fields(notaudio, style), 400, "original")
         job_error("an empty style", self.remix_fields(original, empty), 400, "style")
         job_error("an original longer than --max-seconds", self.remix_fields(long_wav, style), 422, "original")
-        long_style = os.path.join(folder, "long-style.wav")  # 601 s at 1 kHz: 1.2 MB, under the upload limit
-        write_wav(long_style, 601, rate=1000, freq=100)
+        # 601 s of 8-bit PCM at 4 kHz (the lowest rate audio may have): 2.4 MB, under the upload limit
+        long_style = os.path.join(folder, "long-style.wav")
+        write_wav(long_style, 601, rate=4000, freq=100, width=1)
         job_error("a style longer than 600 s (judged before decoding)", self.remix_fields(original, long_style), 422,
                   "style")
         only = multipart({}, {"original": ("a.wav", open(original, "rb").read())})
