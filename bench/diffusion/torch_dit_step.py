@@ -43,12 +43,13 @@ HPARAMS = ("in_channels", "height", "width", "patch", "hidden", "depth", "heads"
            "num_classes", "freq_dim")
 
 
-def read_case(path):
-    """(header, {tensor name: array}, {input or output name: array}) of a bench_dit_step case."""
+def read_case(path, magic=MAGIC, writer="bench_dit_step"):
+    """(header, {tensor name: array}, {input or output name: array}) of a case file that `writer`
+    wrote with the first line `magic` (bench_dit_step's; bench/remix's share the layout)."""
     header, items = {}, []
     with open(path, "rb") as f:
-        if f.readline().decode().rstrip("\n") != MAGIC:
-            raise SystemExit(f"{path}: not a bench_dit_step case file")
+        if f.readline().decode().rstrip("\n") != magic:
+            raise SystemExit(f"{path}: not a {writer} case file")
         while True:
             line = f.readline().decode()
             if not line:

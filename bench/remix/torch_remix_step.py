@@ -51,38 +51,10 @@ sys.path.insert(0, os.path.join(HERE, "..", "diffusion"))
 sys.path.insert(0, os.path.join(HERE, "..", "train"))
 from ae_twin import AutoencoderTwin  # noqa: E402
 from dit_twin import DiTTwin  # noqa: E402
+from torch_dit_step import read_case  # noqa: E402  (the case layout both C benches write)
 
 MAGIC = "RMXREMIX-BENCH-CASE 1"
 TERMS = ("content", "style", "tv", "mse")
-
-
-def read_case(path):
-    """(header, {tensor name: array}, {input name: array}) of a bench_remix_step case."""
-    header, items = {}, []
-    with open(path, "rb") as f:
-        if f.readline().decode().rstrip("\n") != MAGIC:
-            raise SystemExit(f"{path}: not a bench_remix_step case file")
-        while True:
-            line = f.readline().decode()
-            if not line:
-                raise SystemExit(f"{path}: header without 'end'")
-            if line == "end\n":
-                break
-            parts = line.split()
-            if parts[0] in ("tensor", "input"):
-                ndim = int(parts[2])
-                items.append((parts[0], parts[1], tuple(int(v) for v in parts[3:3 + ndim])))
-            else:
-                header[parts[0]] = parts[1]
-        tensors, inputs = {}, {}
-        for kind, name, shape in items:
-            dtype = np.int32 if (kind, name) == ("input", "y") else np.float32
-            count = int(np.prod(shape))
-            a = np.fromfile(f, dtype=dtype, count=count)
-            if a.size != count:
-                raise SystemExit(f"{path}: truncated at {name}")
-            (tensors if kind == "tensor" else inputs)[name] = a.reshape(shape)
-    return header, tensors, inputs
 
 
 def sub_state(tensors, prefix, dtype):
@@ -235,7 +207,7 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-5)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    header, tensors, inputs = read_case(args.case)
+    header, tensors, inputs = read_case(args.case, MAGIC, "bench_remix_step")
     print(f"PyTorch {torch.__version__} remix train step: twins of the case {args.case} ({header['size']} "
           f"size, batch {header['batch']}), {torch.get_num_threads()} threads, OPENBLAS_CORETYPE="
           f"{os.environ.get('OPENBLAS_CORETYPE', '(unset)')}, ATEN_CPU_CAPABILITY="
