@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "data/h5lock.h"
+#include "data/h5probe.h"
 #include "util/fsutil.h"
 #include "util/log.h"
 
@@ -85,10 +86,10 @@ static hid_t open_dataset(hid_t file, const char *path, const char *name, const 
     H5Sclose(space);
     /* A damaged chunk index can claim gigabytes that HDF5 would allocate before reading (found
      * by fuzz_shard): more stored bytes than the file holds is damage. */
-    hsize_t stored = ok ? H5Dget_storage_size(ds) : 0, file_size = 0;
-    if (ok && H5Fget_filesize(file, &file_size) >= 0 && stored > file_size) {
+    unsigned long long stored, file_size;
+    if (ok && rmx_h5_storage_exceeds_file(file, ds, &stored, &file_size)) {
         rmx_seterr(err, errlen, "%s: /%s claims %llu bytes of data but the file holds %llu: the shard is damaged", path,
-                   name, (unsigned long long)stored, (unsigned long long)file_size);
+                   name, stored, file_size);
         ok = 0;
     }
     if (!ok) {

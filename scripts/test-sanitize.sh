@@ -11,5 +11,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 subset='^(kernels_|model_|dit_gradcheck|dit_reference|config_|data_|ckpt_fault_matrix|ckpt_damaged|prep_dsp_|prep_bad_inputs|prep_short_header|prep_demo|reconstruct_plain|reconstruct_bad_inputs|remix_learns|remix_program)'
-export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 RMX_SANITIZE=${RMX_SANITIZE:-address,undefined} exec scripts/test.sh -R "$subset" "$@"

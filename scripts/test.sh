@@ -10,6 +10,8 @@ if [[ -n "${RMX_SANITIZE:-}" ]]; then
   cmake_args+=(-DREMIXER_SANITIZE="$RMX_SANITIZE" -DCMAKE_BUILD_TYPE=RelWithDebInfo)
   # Open MPI and hwloc keep allocations until exit; leaks are checked by the unit tests' own runs.
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
+  # A UBSan report fails the test that made it (by default UBSan prints and goes on).
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 fi
 export RMX_BUILD_DIR=${RMX_BUILD_DIR:-build}
 scripts/build.sh "${cmake_args[@]}"

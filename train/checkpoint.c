@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,7 @@
 #include <unistd.h>
 
 #include "data/h5lock.h"
+#include "data/h5probe.h"
 #include "train/signals.h"
 #include "util/exitcodes.h"
 #include "util/fsutil.h"
@@ -465,6 +467,14 @@ static void note_old_format(const char *path) {
     snprintf(last, sizeof last, "%s", path);
     pthread_mutex_unlock(&mu);
     if (!again) rmx_info("%s has no whole-file checksum (written before checkpoints had one); loading it", path);
+}
+
+/* A file without the checksum block is read in a child process first (data/h5probe.h): damaged
+ * HDF5 metadata can crash libhdf5 or make it loop forever. True when that read finished; false
+ * with the reason in why. */
+static bool old_format_survives(const char *path, char *why, size_t whylen) {
+    note_old_format(path);
+    return rmx_h5_probe(path, why, whylen) == 0;
 }
 
 /* ---- writing HDF5 (callers hold the HDF5 lock) ---- */
@@ -1022,6 +1032,25 @@ static int compare_tensors(read_job *job, const char *group, char **have, size_t
     return rmx_seterr(job->err, job->errlen, "%s (and %d more differences)", first, differences - 1);
 }
 
+/* Whether a group's tensor list names exactly the datasets the group stores, each once (those of
+ * /optim are in /optim/m). A file this program wrote always agrees with itself; one that does not is damaged (a
+ * file without the checksum block, read as it is), not of another architecture. */
+static bool list_matches_datasets(read_job *job, const char *group, char **have, size_t n_have) {
+    char path[64], name[LINE_MAX_CHARS + 64];
+    snprintf(path, sizeof path, strcmp(group, "optim") == 0 ? "/optim/m" : "/%s", group);
+    H5G_info_t info;
+    hid_t g = H5Gopen2(job->file, path, H5P_DEFAULT);
+    bool ok = g >= 0 && H5Gget_info(g, &info) >= 0 && info.nlinks == n_have;
+    if (g >= 0) H5Gclose(g);
+    for (size_t i = 0; ok && i < n_have; i++) {
+        int len = (int)name_length(have[i]);
+        snprintf(name, sizeof name, "%s/%.*s", path, len, have[i]);
+        ok = len > 0 && strchr(have[i], '/') == NULL && find_by_name(have, i, have[i]) < 0 &&
+             H5Lexists(job->file, name, H5P_DEFAULT) > 0;
+    }
+    return ok;
+}
+
 static rmx_ckpt_status check_group(read_job *job, const char *group) {
     char path[64], why[512];
     snprintf(path, sizeof path, "/%s", group);
@@ -1038,10 +1067,14 @@ static rmx_ckpt_status check_group(read_job *job, const char *group) {
     if (!have) return damaged(job, "group %s: %s", path, g >= 0 ? why : "cannot be opened");
     char **want;
     int n_want = tensor_lines(job->layout, group, &want);
-    int differ = compare_tensors(job, group, have, n_have, want, (size_t)n_want) != 0;
+    rmx_ckpt_status st = RMX_CKPT_LOADED;
+    if (compare_tensors(job, group, have, n_have, want, (size_t)n_want) != 0)
+        st = list_matches_datasets(job, group, have, n_have)
+                 ? RMX_CKPT_REFUSED
+                 : damaged(job, "group %s: its tensor list does not name the datasets it holds", path);
     free_lines(have, n_have);
     free_lines(want, (size_t)n_want);
-    return differ ? RMX_CKPT_REFUSED : RMX_CKPT_LOADED;
+    return st;
 }
 
 static rmx_ckpt_status check_architecture(read_job *job) {
@@ -1079,8 +1112,12 @@ static rmx_ckpt_status read_tensor(read_job *job, const char *group_path, const 
     int is_float = type >= 0 && H5Tget_class(type) == H5T_FLOAT;
     if (type >= 0) H5Tclose(type);
     rmx_ckpt_status st = RMX_CKPT_LOADED;
+    unsigned long long stored, file_size;
     if (!is_float || !dims_match(ds, t)) {
         st = damaged(job, "dataset %s is not float with the shape its group's tensor list gives", name);
+    } else if (rmx_h5_storage_exceeds_file(job->file, ds, &stored, &file_size)) {
+        /* Only a file without the checksum block, or one made by hand, gets here. */
+        st = damaged(job, "dataset %s claims %llu bytes of data but the file holds %llu", name, stored, file_size);
     } else if (H5Dread(ds, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) {
         char detail[512];
         rmx_h5_error_detail(detail, sizeof detail);
@@ -1127,7 +1164,7 @@ rmx_ckpt_status rmx_ckpt_read(const char *path, const rmx_ckpt_layout *layout, c
         rmx_seterr(err, errlen, "checkpoint %s: %s", path, why);
         return RMX_CKPT_REFUSED;
     }
-    if (seal == SEAL_OLD_FORMAT) note_old_format(path);
+    if (seal == SEAL_OLD_FORMAT && !old_format_survives(path, err, errlen)) return RMX_CKPT_DAMAGED;
     rmx_h5_lock();
     job.file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     rmx_ckpt_status st;
@@ -1187,7 +1224,12 @@ rmx_ckpt_reader *rmx_ckpt_open(const char *path, char *err, size_t errlen) {
         rmx_ckpt_close(r);
         return NULL;
     }
-    if (seal == SEAL_OLD_FORMAT) note_old_format(path);
+    if (seal == SEAL_OLD_FORMAT && !old_format_survives(path, why, sizeof why)) {
+        rmx_seterr(err, errlen, "%s: damaged checkpoint: %s", path, why);
+        r->file = -1;
+        rmx_ckpt_close(r);
+        return NULL;
+    }
     rmx_h5_lock();
     r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     int rc = 0;

@@ -339,7 +339,9 @@ static const char *leaf(const char *path) {
  * to anything at all. */
 static void consider(const char *path, const char *cand, size_t len, char *best, size_t n, size_t *best_d) {
     char buf[64];
-    if (len >= sizeof buf) return;
+    size_t plen = strlen(path);
+    /* Only distances up to 2 count, and the distance is at least the difference in length. */
+    if (len >= sizeof buf || len + 2 < plen || plen + 2 < len) return;
     memcpy(buf, cand, len);
     buf[len] = '\0';
     size_t d = edit_distance(path, buf);

@@ -1,5 +1,5 @@
 /* Shared by the libFuzzer harnesses: the input bytes as a file with a fixed name in a private
- * temporary folder (made once per process, removed at exit). */
+ * temporary folder (made once per process, in memory where /dev/shm is there, removed at exit). */
 #ifndef RMX_FUZZ_COMMON_H
 #define RMX_FUZZ_COMMON_H
 #include <stddef.h>
@@ -16,9 +16,6 @@ void rmx_fuzz_note(const char *what, const char *msg);
 int rmx_fuzz_open_fds(void);
 /* Aborts (a finding) when the count differs from `before`: `what` leaked a file. */
 void rmx_fuzz_check_fds(int before, const char *what);
-/* 1 when an HDF5 dataset of `path` claims more stored bytes than the file has: the known finding F1
- * (README.md: libhdf5 allocates a chunk's recorded size before reading it). The shard and
- * checkpoint harnesses skip such inputs so that long runs go on to find other things; set
- * RMX_FUZZ_NO_GUARD=1 to reproduce F1. */
-int rmx_fuzz_h5_oversized(const char *path);
+/* Tunes the HDF5 library for many small files in one process (LLVMFuzzerInitialize calls it). */
+void rmx_fuzz_h5_init(void);
 #endif

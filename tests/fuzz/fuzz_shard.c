@@ -16,6 +16,13 @@
 
 #define MAX_SAMPLES 64
 
+int LLVMFuzzerInitialize(int *argc, char ***argv) {
+    (void)argc;
+    (void)argv;
+    rmx_fuzz_h5_init();
+    return 0;
+}
+
 /* Every HDF5 object and file the reader opened is closed again. */
 static void check_closed(int fds, const char *what) {
     ssize_t open_objects = H5Fget_obj_count((hid_t)H5F_OBJ_ALL, H5F_OBJ_ALL);

@@ -1,7 +1,9 @@
 /* Writes the generated part of the seed corpus (`make_seeds OUTDIR`, run by make_seeds.sh):
  *   OUTDIR/shard/{v2-3rows.h5, v2-1row.h5}     shards as remixer-prep writes them (data/shard.h)
  *   OUTDIR/checkpoint/vae-step1.h5             a checkpoint of fuzz_layout.h's model, as
- *                                              remixer-train writes it (rmx_ckpt_save)
+ *                                              remixer-train writes it (rmx_ckpt_save), and
+ *                                              vae-step1-old-format.h5, the same without its
+ *                                              checksum block (the format before the block)
  *   OUTDIR/audio/{wav-mono16, wav-stereo-float, ogg-vorbis, flac}  short sounds; byte 0 of each is
  *                                              the harness's extension selector
  * Everything is deterministic and small. */
@@ -58,6 +60,14 @@ static void write_checkpoint(const char *outdir) {
     snprintf(to, sizeof to, "%s/checkpoint/vae-step1.h5", outdir);
     if (rename(from, to) != 0) die(to, "rename failed");
     rmdir(dir);
+    /* The same without its checksum block: a checkpoint of the format before the block. */
+    char old[1200];
+    snprintf(old, sizeof old, "%s/checkpoint/vae-step1-old-format.h5", outdir);
+    FILE *in = fopen(to, "rb"), *out = fopen(old, "wb");
+    if (!in || !out || fseek(in, 4096, SEEK_SET) != 0) die(old, "cannot copy the checkpoint");
+    for (int c; (c = fgetc(in)) != EOF;) fputc(c, out);
+    fclose(in);
+    if (fclose(out) != 0) die(old, "write failed");
 }
 
 /* A sound through libsndfile, then prefixed with the extension selector byte. */
