@@ -1033,8 +1033,8 @@ static int compare_tensors(read_job *job, const char *group, char **have, size_t
 }
 
 /* Whether a group's tensor list names exactly the datasets the group stores, each once (those of
- * /optim are in /optim/m). A file this program wrote always agrees with itself; one that does not is damaged (a
- * file without the checksum block, read as it is), not of another architecture. */
+ * /optim are in /optim/m). A file this program wrote always agrees with itself; one that does not
+ * is damaged (a file without the checksum block, read as it is), not of another architecture. */
 static bool list_matches_datasets(read_job *job, const char *group, char **have, size_t n_have) {
     char path[64], name[LINE_MAX_CHARS + 64];
     snprintf(path, sizeof path, strcmp(group, "optim") == 0 ? "/optim/m" : "/%s", group);
