@@ -85,8 +85,8 @@ static int child_outcome(int status, char *why, size_t whylen) {
     if (WIFSIGNALED(status))
         return rmx_seterr(why, whylen, "reading it in a separate process ended with signal %d (%s): its HDF5 "
                           "metadata is damaged", WTERMSIG(status), strsignal(WTERMSIG(status)));
-    return rmx_seterr(why, whylen, "reading it in a separate process ended with status %d",
-                      WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+    return rmx_seterr(why, whylen, "reading it in a separate process failed (exit status %d): its HDF5 metadata "
+                      "is damaged", WIFEXITED(status) ? WEXITSTATUS(status) : -1);
 }
 
 /* Waits for the child up to `limit` seconds: its end of the pipe closes when it exits, so poll()

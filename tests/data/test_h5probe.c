@@ -1,8 +1,9 @@
 /* data/h5probe.h: an HDF5 file is read in a child process under a time limit before this process
  * trusts it. A good file passes; the fuzz finding F4 (a checkpoint of the format before the
  * checksum block whose global heap makes libhdf5 1.10 loop forever; argv[1]) is stopped at the
- * limit and reported, and this process goes on; the limit follows the file size and
- * RMX_H5_PROBE_SECONDS. */
+ * limit and reported, and this process goes on; F5 (a global heap that makes libhdf5 copy
+ * gigabytes from a wrong place; argv[2]) kills the child, not this process; the limit follows the
+ * file size and RMX_H5_PROBE_SECONDS. */
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -56,13 +57,23 @@ static void test_loop_is_stopped(const char *f4) {
     unsetenv("RMX_H5_PROBE_SECONDS");
 }
 
+/* The child dies (SIGSEGV; under ASan, its report and exit status 1); this process reports it. */
+static void test_crash_is_contained(const char *f5) {
+    char why[512] = "";
+    CHECK(rmx_h5_probe(f5, why, sizeof why) == -1);
+    CHECK(strstr(why, "reading it in a separate process ") == why);
+    CHECK(strstr(why, ": its HDF5 metadata is damaged") != NULL);
+    printf("F5: %s\n", why);
+}
+
 int main(int argc, char **argv) {
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_h5probe FINDING_F4_FILE\n");
+    if (argc != 3) {
+        fprintf(stderr, "usage: test_h5probe FINDING_F4_FILE FINDING_F5_FILE\n");
         return 2;
     }
     test_limits();
     test_good_file();
     test_loop_is_stopped(argv[1]);
+    test_crash_is_contained(argv[2]);
     return rmxt_finish("h5probe");
 }
