@@ -22,30 +22,29 @@
  * not hold them anyway (what the caller reads is bounded by its own model). */
 static size_t g_value_budget;
 
-/* A buffer for n values of mem_type, or NULL when they would not fit the budget. */
-static void *value_buffer(hid_t mem_type, hssize_t n) {
-    size_t width = mem_type >= 0 ? H5Tget_size(mem_type) : 0;
+/* A buffer for every value of an attribute or dataset of `file_type` over `space`, in native form
+ * (*mem_type), or NULL when they would not fit the budget. */
+static void *native_buffer(hid_t file_type, hid_t space, hid_t *mem_type) {
+    *mem_type = file_type >= 0 ? H5Tget_native_type(file_type, H5T_DIR_ASCEND) : -1;
+    hssize_t n = space >= 0 ? H5Sget_simple_extent_npoints(space) : -1;
+    size_t width = *mem_type >= 0 ? H5Tget_size(*mem_type) : 0;
     if (n <= 0 || width == 0 || (uint64_t)n > g_value_budget / width) return NULL;
     return calloc((size_t)n, width);
 }
 
-/* Memory for variable-length values is not given back: the child exits right after. */
+/* Nothing read here is given back (ids, memory of variable-length values): the child exits after. */
 static herr_t read_attribute(hid_t loc, const char *name, const H5A_info_t *info, void *unused) {
     (void)info;
     (void)unused;
-    hid_t attr = H5Aopen(loc, name, H5P_DEFAULT);
-    if (attr < 0) return 0;
-    hid_t file_type = H5Aget_type(attr), space = H5Aget_space(attr);
-    hid_t mem_type = file_type >= 0 ? H5Tget_native_type(file_type, H5T_DIR_ASCEND) : -1;
-    void *buf = space >= 0 ? value_buffer(mem_type, H5Sget_simple_extent_npoints(space)) : NULL;
+    hid_t attr = H5Aopen(loc, name, H5P_DEFAULT), mem_type;
+    void *buf = attr >= 0 ? native_buffer(H5Aget_type(attr), H5Aget_space(attr), &mem_type) : NULL;
     if (buf) (void)H5Aread(attr, mem_type, buf);
     return 0; /* on to the next attribute, whatever this one was */
 }
 
 static void read_dataset(hid_t ds) {
-    hid_t file_type = H5Dget_type(ds), space = H5Dget_space(ds);
-    hid_t mem_type = file_type >= 0 ? H5Tget_native_type(file_type, H5T_DIR_ASCEND) : -1;
-    void *buf = space >= 0 ? value_buffer(mem_type, H5Sget_simple_extent_npoints(space)) : NULL;
+    hid_t mem_type;
+    void *buf = native_buffer(H5Dget_type(ds), H5Dget_space(ds), &mem_type);
     if (buf) (void)H5Dread(ds, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
 }
 
