@@ -29,7 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import genre_classifier  # noqa: E402
 
-TIMEOUT = 3600
+TIMEOUT = 3600  # seconds a command may run; --timeout sets it (CMake: the test's limit less a minute)
 SR = 22050
 
 
@@ -265,6 +265,7 @@ class Checks:
 
 
 def main():
+    global TIMEOUT
     checks = [n[6:] for n in dir(Checks) if n.startswith("check_")]
     ap = argparse.ArgumentParser()
     ap.add_argument("check", choices=checks)
@@ -272,7 +273,9 @@ def main():
     ap.add_argument("--build", required=True)
     ap.add_argument("--generate", required=True)
     ap.add_argument("--work", required=True)
+    ap.add_argument("--timeout", type=int, default=TIMEOUT, help="seconds each command may run")
     args = ap.parse_args()
+    TIMEOUT = args.timeout
     os.makedirs(args.work, exist_ok=True)
     getattr(Checks(args), "check_" + args.check)()
     print("PASS")
