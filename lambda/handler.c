@@ -51,9 +51,11 @@ typedef struct {
     double fraction; /* of the job done when it was last asked */
 } deadline_watch;
 
-static int deadline_near(const deadline_watch *w) {
-    return w->deadline_ms > 0 && rmx_lambda_now_ms() >= w->deadline_ms - w->margin_ms;
+int rmx_lambda_deadline_near(int64_t deadline_ms, int64_t margin_ms) {
+    return deadline_ms > 0 && rmx_lambda_now_ms() >= deadline_ms - margin_ms;
 }
+
+static int deadline_near(const deadline_watch *w) { return rmx_lambda_deadline_near(w->deadline_ms, w->margin_ms); }
 
 /* The service's progress callback: a nonzero return stops the job before the deadline passes, so
  * that its error can still be reported (past the deadline Lambda kills the process). */

@@ -49,4 +49,8 @@ void rmx_lambda_handle(const rmx_lambda_handler *h, const char *event, size_t ev
 /* Milliseconds since the Unix epoch (the clock of Lambda-Runtime-Deadline-Ms). */
 int64_t rmx_lambda_now_ms(void);
 
+/* Whether a deadline (Unix ms; 0: none) is now within margin_ms: a job is then not started, and a
+ * running one is stopped at its next cancellation point. */
+int rmx_lambda_deadline_near(int64_t deadline_ms, int64_t margin_ms);
+
 #endif

@@ -181,7 +181,7 @@ static int serve_events(rmx_lambda_runtime *rt, const rmx_lambda_handler *h, rmx
         /* A deadline already inside the margin is refused before any job starts (lambda/handler.c):
          * nothing to watch, and a watchdog armed now would fire at once (its lead is half the
          * margin), racing that refusal and ending the runtime for an invocation it answers anyway. */
-        if (inv.deadline_ms > 0 && rmx_lambda_now_ms() < inv.deadline_ms - h->deadline_margin_ms)
+        if (!rmx_lambda_deadline_near(inv.deadline_ms, h->deadline_margin_ms))
             rmx_lambda_watchdog_arm(wd, inv.request_id, inv.deadline_ms);
         rmx_lambda_handle(h, inv.event, inv.event_len, inv.deadline_ms, &o);
         rmx_lambda_watchdog_disarm(wd);
