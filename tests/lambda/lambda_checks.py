@@ -473,12 +473,14 @@ class Checks:
                 wav_of(run.respond(short_job))
         finally:
             run.close()
-        # (After the watchdog's exit Lambda starts a fresh runtime; a fresh runtime serving events is
-        # what every other lambda_* test checks. Launching one here, in this test, sometimes saw it
-        # read an event nobody queued on its server and then lose the connection: not understood
-        # yet, so not asserted here; see the issue note.)
-        how = "by the watchdog, exit 1" if by_watchdog else "at a cancellation point; the next event is served"
-        print(f"a 400-step 30 s job with a 3 s deadline: Remixer.Timeout after {took:.2f} s ({how})")
+        if by_watchdog:  # Lambda starts a fresh runtime in the same folder for the next event
+            run = Launch(self, "deadline_next", root=os.path.join(self.a.work, "deadline"))
+            try:
+                wav_of(run.respond(short_job))
+            finally:
+                run.close()
+        how = "by the watchdog, exit 1; a fresh runtime" if by_watchdog else "at a cancellation point; the runtime"
+        print(f"a 400-step 30 s job with a 3 s deadline: Remixer.Timeout after {took:.2f} s ({how} serves the next event)")
 
     def check_remix(self):
         def audio(genre):
